@@ -1,0 +1,36 @@
+"""ADE20K-150 semantic segmentation (detectron2's builtin ``ade20k_sem_seg_*`` under
+``$DETECTRON2_DATASETS/ADEChallengeData2016``) with mmseg's pipeline: random ratio resize of
+(2048, 512), 512 crop (category ratio ≤ 0.75), flip, photometric distortion; tests at short
+side 512 (long ≤ 2048). Images are RGB; normalisation happens in the model."""
+
+from detectron2.config import LazyCall as L
+from detectron2.data import (
+    DatasetMapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+from detectron2.evaluation import SemSegEvaluator
+
+from denseclip.data import ade20k_test_augmentations, ade20k_train_augmentations
+
+dataloader = dict(
+    train=L(build_detection_train_loader)(
+        dataset=L(get_detection_dataset_dicts)(names="ade20k_sem_seg_train", filter_empty=False),
+        mapper=L(DatasetMapper)(
+            is_train=True,
+            augmentations=L(ade20k_train_augmentations)(crop_size=512),
+            image_format="RGB",
+        ),
+        total_batch_size=32,  # 4 images per GPU x 8 GPUs
+        num_workers=4,
+    ),
+    test=L(build_detection_test_loader)(
+        dataset=L(get_detection_dataset_dicts)(names="ade20k_sem_seg_val", filter_empty=False),
+        mapper=L(DatasetMapper)(
+            is_train=False, augmentations=L(ade20k_test_augmentations)(), image_format="RGB"
+        ),
+        num_workers=4,
+    ),
+    evaluator=L(SemSegEvaluator)(dataset_name="${..test.dataset.names}"),
+)

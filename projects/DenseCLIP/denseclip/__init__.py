@@ -1,0 +1,1 @@
+"""DenseCLIP for Detectron2."""

@@ -1,0 +1,161 @@
+"""Detectron2 backbones around the CLIP image encoders.
+
+``CLIPImageBackbone`` is the vanilla CLIP baseline (stage features only). ``DenseCLIPBackbone``
+adds the text side: class prompts → (context decoder) → pixel-text score maps, appended to the
+stage whose stride matches the dense embedding (res5 for ResNets, the stride-16 level for ViT).
+Neither knows anything about losses: the score map and text embeddings are returned beside the
+stage features (keys ``"score_map"`` and ``"text_embeddings"``) for the meta-architectures.
+``FPNWithSideOutputs`` is detectron2's FPN that passes those two entries through.
+"""
+
+from typing import Dict, Optional, Sequence
+
+import torch
+from torch import nn
+
+from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
+
+from .prompting import ClassTextPrompts, ContextDecoder, score_maps
+
+__all__ = ["CLIPImageBackbone", "DenseCLIPBackbone", "FPNWithSideOutputs", "SIDE_OUTPUTS"]
+
+SIDE_OUTPUTS = ("score_map", "text_embeddings")
+STAGES = ("res2", "res3", "res4", "res5")
+
+
+class _StageBackbone(Backbone):
+    """Exposes an image encoder's ``res2..res5`` outputs as a detectron2 Backbone.
+
+    The encoder returns a dict holding the stage features and declares ``stage_channels`` and
+    ``stage_strides`` (see :mod:`denseclip.clip`).
+    """
+
+    def __init__(self, image_encoder: nn.Module, out_features: Sequence[str] = STAGES):
+        super().__init__()
+        unknown = set(out_features) - set(image_encoder.stage_channels)
+        if unknown:
+            raise ValueError(
+                f"out_features {sorted(unknown)} not produced by {type(image_encoder).__name__}; "
+                f"it has {sorted(image_encoder.stage_channels)}"
+            )
+        self.image_encoder = image_encoder
+        self._out_features = list(out_features)
+        self._out_feature_channels = {f: image_encoder.stage_channels[f] for f in out_features}
+        self._out_feature_strides = {f: image_encoder.stage_strides[f] for f in out_features}
+
+    @property
+    def size_divisibility(self) -> int:
+        return 32
+
+
+@BACKBONE_REGISTRY.register()
+class CLIPImageBackbone(_StageBackbone):
+    """The CLIP image encoder alone (the paper's "CLIP" baselines).
+
+    Args:
+        image_encoder: a :mod:`denseclip.clip` image encoder.
+        out_features: stage names to return.
+    """
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """x: B×3×H×W normalised images → {stage: B×C_s×H/s×W/s}."""
+        features = self.image_encoder(x)
+        return {f: features[f] for f in self._out_features}
+
+
+@BACKBONE_REGISTRY.register()
+class DenseCLIPBackbone(_StageBackbone):
+    """CLIP image encoder + language-guided score maps (paper §3.2–3.3).
+
+    Args:
+        image_encoder: a :mod:`denseclip.clip` image encoder that also returns
+            ``global_embedding`` (B×C) and ``dense_embedding`` (B×C×h×w).
+        prompts: the class prompts and the (frozen) text encoder.
+        context_decoder: post-model prompting; ``None`` uses the language prompts alone.
+        score_scale: factor applied to the score map before concatenation (1 for segmentation,
+            1/τ for detection, as in the official code).
+        gamma_init: initial value of the per-channel residual weight γ.
+        score_concat_feature: stage receiving the K score channels; by default the stage whose
+            stride equals the dense embedding's.
+        out_features: stage names to return.
+    """
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        prompts: ClassTextPrompts,
+        context_decoder: Optional[ContextDecoder] = None,
+        *,
+        score_scale: float = 1.0,
+        gamma_init: float = 1e-4,
+        score_concat_feature: Optional[str] = None,
+        out_features: Sequence[str] = STAGES,
+    ):
+        super().__init__(image_encoder, out_features)
+        self.prompts = prompts
+        self.context_decoder = context_decoder
+        if context_decoder is not None:
+            self.gamma = nn.Parameter(torch.full((image_encoder.embed_dim,), gamma_init))
+        self.score_scale = score_scale
+        if score_concat_feature is None:
+            stride = image_encoder.dense_embedding_stride
+            score_concat_feature = next(
+                f for f in self._out_features if self._out_feature_strides[f] == stride
+            )
+        self.score_concat_feature = score_concat_feature
+        self._out_feature_channels[score_concat_feature] += prompts.num_classes
+
+    def text_embeddings(self, global_embedding: torch.Tensor, dense_embedding: torch.Tensor):
+        """Class text embeddings t, refined by the visual context when a decoder exists.
+
+        Args:
+            global_embedding: B×C (z̄); dense_embedding: B×C×h×w (z).
+        Returns:
+            B×K×C, or 1×K×C when there is no context decoder (shared by the batch).
+        """
+        text = self.prompts()
+        if self.context_decoder is None:
+            return text
+        batch = dense_embedding.shape[0]
+        visual_context = torch.cat(
+            [global_embedding[:, None], dense_embedding.flatten(2).transpose(1, 2)], dim=1
+        )
+        text = text.expand(batch, -1, -1)
+        return text + self.gamma * self.context_decoder(text, visual_context)
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """x: B×3×H×W → stage features (the score stage with K extra channels) and
+        ``score_map`` (B×K×h×w raw cosine scores), ``text_embeddings`` (B×K×C or 1×K×C)."""
+        features = self.image_encoder(x)
+        dense = features["dense_embedding"]
+        text = self.text_embeddings(features["global_embedding"], dense)
+        scores = score_maps(dense, text)
+        outputs = {f: features[f] for f in self._out_features}
+        concat = self.score_concat_feature
+        outputs[concat] = torch.cat([outputs[concat], scores * self.score_scale], dim=1)
+        outputs["score_map"] = scores
+        outputs["text_embeddings"] = text
+        return outputs
+
+
+class FPNWithSideOutputs(FPN):
+    """detectron2's :class:`FPN`, also returning the bottom-up's ``score_map`` and
+    ``text_embeddings`` so that meta-architectures can supervise them.
+
+    Takes exactly :class:`FPN`'s arguments. Detectron2 heads index the pyramid by name, so the
+    extra entries are invisible to them.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._side_outputs: Dict[str, torch.Tensor] = {}
+        self.bottom_up.register_forward_hook(self._keep_side_outputs)
+
+    def _keep_side_outputs(self, module, inputs, outputs):
+        self._side_outputs = {k: outputs[k] for k in SIDE_OUTPUTS if k in outputs}
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        pyramid = super().forward(x)
+        pyramid.update(self._side_outputs)
+        self._side_outputs = {}
+        return pyramid

@@ -1,0 +1,146 @@
+"""CLIP's text encoder, with DenseCLIP's learnable contexts, and class-name tokenization.
+
+Parameter names are the text keys of an OpenAI CLIP checkpoint (``token_embedding.weight``,
+``positional_embedding``, ``transformer.resblocks.*``, ``ln_final.*``, ``text_projection``).
+"""
+
+from functools import lru_cache
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .transformer import LayerNorm, Transformer
+
+
+class CLIPTextEncoder(nn.Module):
+    """CLIP text transformer (causal mask; the feature is read at the EOT token).
+
+    Args:
+        context_length: sequence length, class tokens + contexts (13 = 5 + 8 in DenseCLIP); the
+            positional embedding has this many rows (an OpenAI checkpoint's 77 are truncated).
+        vocab_size: BPE vocabulary size.
+        width: token width D.
+        heads, layers: transformer heads and depth.
+        embed_dim: output channels C of ``text_projection``.
+    """
+
+    def __init__(
+        self,
+        context_length: int = 13,
+        vocab_size: int = 49408,
+        width: int = 512,
+        heads: int = 8,
+        layers: int = 12,
+        embed_dim: int = 1024,
+    ):
+        super().__init__()
+        self.context_length = context_length
+        self.embed_dim = embed_dim
+        causal_mask = torch.full((context_length, context_length), float("-inf")).triu_(1)
+        self.transformer = Transformer(width, layers, heads, attn_mask=causal_mask)
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
+        self.ln_final = LayerNorm(width)
+        self.text_projection = nn.Parameter(torch.empty(width, embed_dim))
+        self._initialize_parameters()
+
+    def _initialize_parameters(self):
+        """OpenAI CLIP's ``initialize_parameters`` for the text side."""
+        width, layers = self.transformer.width, self.transformer.layers
+        attn_std = width**-0.5
+        proj_std = attn_std * (2 * layers) ** -0.5
+        fc_std = (2 * width) ** -0.5
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=width**-0.5)
+
+    def _encode(self, x: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+        """x: S×L×D token embeddings, eot_index: S → S×C features at the EOT positions.
+
+        Thanks to the causal mask, positions after the last EOT cannot influence any EOT
+        feature, so they are dropped before the transformer.
+        """
+        x = x + self.positional_embedding[: x.shape[1]].to(x.dtype)
+        x = x[:, : int(eot_index.max()) + 1]
+        x = self.transformer(x.transpose(0, 1)).transpose(0, 1)
+        x = x[torch.arange(x.shape[0], device=x.device), eot_index]
+        return self.ln_final(x) @ self.text_projection
+
+    def forward(self, tokens: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        """Class embeddings with learnable contexts inserted after the SOT token.
+
+        Args:
+            tokens: K×L class tokens (SOT, BPE, EOT, zero padding; see tokenize_class_names).
+            contexts: B×N×D context embeddings, L + N = context_length. B = 1 (contexts shared
+                by all images) runs the K sequences once.
+        Returns:
+            B×K×C: the features at position argmax(tokens) + N (the EOT token).
+        """
+        num_classes, num_tokens = tokens.shape
+        batch, num_contexts, _ = contexts.shape
+        if num_tokens + num_contexts != self.context_length:
+            raise ValueError(
+                f"{num_tokens} class tokens + {num_contexts} contexts = "
+                f"{num_tokens + num_contexts}, but the text encoder's context_length is "
+                f"{self.context_length}"
+            )
+        embedded = self.token_embedding(tokens).to(contexts.dtype)  # K×L×D
+        embedded = embedded.expand(batch, -1, -1, -1)
+        contexts = contexts[:, None].expand(-1, num_classes, -1, -1)  # B×K×N×D
+        x = torch.cat([embedded[:, :, :1], contexts, embedded[:, :, 1:]], dim=2)
+        eot_index = (tokens.argmax(dim=-1) + num_contexts).repeat(batch)
+        features = self._encode(x.flatten(0, 1), eot_index)
+        return features.reshape(batch, num_classes, -1)
+
+    def encode_plain(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Standard CLIP text encoding (no contexts): tokens K×L, L ≤ context_length → K×C."""
+        if tokens.shape[1] > self.context_length:
+            raise ValueError(
+                f"{tokens.shape[1]} tokens exceed the context_length {self.context_length}"
+            )
+        return self._encode(self.token_embedding(tokens), tokens.argmax(dim=-1))
+
+
+@lru_cache(maxsize=1)
+def _tokenizer():
+    from clip.simple_tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer()
+
+
+def tokenize_class_names(names: Sequence[str], length: int = 5) -> torch.Tensor:
+    """Tokenize class names as DenseCLIP does: SOT, ≤ length-2 BPE tokens, EOT, zero padding.
+
+    Args:
+        names: K class names (the prompts; e.g. mmseg's short ADE20K names).
+        length: tokens per class (5 in DenseCLIP).
+    Returns:
+        K×length LongTensor.
+    Raises:
+        ValueError: for an empty list, or a name needing more than length-2 BPE tokens.
+    """
+    if isinstance(names, str):
+        raise TypeError(f"names must be a sequence of class names, not the string {names!r}")
+    if len(names) == 0:
+        raise ValueError("no class names to tokenize")
+    tokenizer = _tokenizer()
+    sot, eot = tokenizer.encoder["<|startoftext|>"], tokenizer.encoder["<|endoftext|>"]
+    result = torch.zeros(len(names), length, dtype=torch.long)
+    for row, name in enumerate(names):
+        bpe = tokenizer.encode(name)
+        if len(bpe) > length - 2:
+            first_synonym = name.split(",")[0].strip()
+            fits = len(tokenizer.encode(first_synonym)) <= length - 2
+            hint = f" such as {first_synonym!r}" if first_synonym != name and fits else ""
+            raise ValueError(
+                f"class name {name!r} has {len(bpe)} BPE tokens, more than the {length - 2} that "
+                f"fit in {length} tokens (SOT + name + EOT); use a shorter name{hint}"
+            )
+        result[row, : len(bpe) + 2] = torch.tensor([sot, *bpe, eot])
+    return result

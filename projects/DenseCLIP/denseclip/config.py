@@ -1,0 +1,69 @@
+"""Helpers that adapt a loaded LazyConfig to the machine and to the dataset."""
+
+import logging
+from typing import List, Optional, Sequence
+
+import torch
+from omegaconf import DictConfig, ListConfig
+
+from detectron2.data import MetadataCatalog
+
+__all__ = ["default_device", "dataset_class_names", "set_class_names"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_device() -> str:
+    """ "cuda" when a GPU is visible, else "cpu" (configs use it for ``train.device``)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _as_list(names) -> List[str]:
+    return [names] if isinstance(names, str) else list(names)
+
+
+def dataset_class_names(dataset_names) -> Optional[List[str]]:
+    """The text prompts of a dataset: metadata ``class_prompts``, else ``stuff_classes`` or
+    ``thing_classes``; ``None`` when the metadata has none. All datasets must agree."""
+    found = None
+    for name in _as_list(dataset_names):
+        meta = MetadataCatalog.get(name)
+        for key in ("class_prompts", "stuff_classes", "thing_classes"):
+            if meta.get(key) is not None:
+                names = list(meta.get(key))
+                break
+        else:
+            continue
+        if found is not None and names != found:
+            raise ValueError(
+                f"datasets {_as_list(dataset_names)} have different classes: {found} vs {names}"
+            )
+        found = names
+    return found
+
+
+def set_class_names(model_cfg: DictConfig, class_names: Sequence[str]) -> int:
+    """Sets every ``class_names`` field of a model config to ``class_names`` and every
+    ``num_classes`` field to K. Returns how many fields changed."""
+    changed = 0
+
+    def visit(node):
+        nonlocal changed
+        if isinstance(node, DictConfig):
+            for key in list(node.keys()):
+                if key == "class_names" and list(node[key]) != list(class_names):
+                    node[key] = list(class_names)
+                    changed += 1
+                elif key == "num_classes" and node[key] != len(class_names):
+                    node[key] = len(class_names)
+                    changed += 1
+                else:
+                    visit(node.get(key))
+        elif isinstance(node, ListConfig):
+            for item in node:
+                visit(item)
+
+    visit(model_cfg)
+    if changed:
+        logger.info(f"Model set to the dataset's {len(class_names)} classes: {list(class_names)}")
+    return changed

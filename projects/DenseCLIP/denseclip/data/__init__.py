@@ -1,0 +1,61 @@
+"""Datasets and augmentations for DenseCLIP.
+
+Importing this package registers the built-in datasets: ``class_prompts`` (mmseg's 150 short
+names) on detectron2's ``ade20k_sem_seg_{train,val}``, and the synthetic ``synthetic_seg_{train,
+val}`` (generated on first use). Own data: :func:`register_folder_dataset`.
+"""
+
+from .ade20k import ADE20K_CLASSES, ADE20K_DATASET_NAMES, register_ade20k_prompts
+from .folder import (
+    IGNORE_LABEL,
+    DatasetArgError,
+    DatasetFormatError,
+    detect_layout,
+    load_segmentation_split,
+    parse_dataset_arg,
+    read_classes,
+    register_folder_dataset,
+    segmentation_metadata,
+)
+from .synthetic import (
+    SYNTHETIC_CLASSES,
+    SYNTHETIC_DATASET_NAMES,
+    register_synthetic,
+    synthetic_root,
+    write_synthetic_segmentation,
+)
+from .transforms import (
+    PhotoMetricDistortion,
+    PhotoMetricTransform,
+    RandomRatioResize,
+    ade20k_test_augmentations,
+    ade20k_train_augmentations,
+)
+
+__all__ = [
+    "ADE20K_CLASSES",
+    "ADE20K_DATASET_NAMES",
+    "DatasetArgError",
+    "DatasetFormatError",
+    "IGNORE_LABEL",
+    "PhotoMetricDistortion",
+    "PhotoMetricTransform",
+    "RandomRatioResize",
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_DATASET_NAMES",
+    "ade20k_test_augmentations",
+    "ade20k_train_augmentations",
+    "detect_layout",
+    "load_segmentation_split",
+    "parse_dataset_arg",
+    "read_classes",
+    "register_ade20k_prompts",
+    "register_folder_dataset",
+    "register_synthetic",
+    "segmentation_metadata",
+    "synthetic_root",
+    "write_synthetic_segmentation",
+]
+
+register_ade20k_prompts()
+register_synthetic()

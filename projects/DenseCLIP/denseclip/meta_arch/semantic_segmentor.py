@@ -1,0 +1,154 @@
+"""DenseCLIP semantic segmentor: detectron2's SemanticSegmentor + pixel-text loss + slide inference."""
+
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from torch.nn import functional as F
+
+from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
+from detectron2.structures import ImageList
+
+from ..losses import semantic_cross_entropy
+
+__all__ = ["DenseCLIPSemanticSegmentor", "sliding_windows"]
+
+
+def sliding_windows(
+    height: int, width: int, crop_size: Tuple[int, int], stride: Tuple[int, int]
+) -> List[Tuple[int, int, int, int]]:
+    """Windows (y1, y2, x1, x2) of mmseg's slide inference: a regular grid whose last row and
+    column are shifted back to end at the border; crops shrink to the image when it is smaller."""
+    (crop_h, crop_w), (stride_h, stride_w) = crop_size, stride
+    rows = max(height - crop_h + stride_h - 1, 0) // stride_h + 1
+    cols = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
+    windows = []
+    for row in range(rows):
+        for col in range(cols):
+            y2 = min(row * stride_h + crop_h, height)
+            x2 = min(col * stride_w + crop_w, width)
+            windows.append((max(y2 - crop_h, 0), y2, max(x2 - crop_w, 0), x2))
+    return windows
+
+
+@META_ARCH_REGISTRY.register()
+class DenseCLIPSemanticSegmentor(SemanticSegmentor):
+    """Semantic FPN with DenseCLIP's auxiliary pixel-text loss (paper Eq. 7).
+
+    The backbone returns the FPN levels and, for DenseCLIP backbones, ``score_map`` (raw cosine
+    scores, B×K×h×w); the auxiliary loss is cross-entropy on ``score_map / tau`` against the
+    labels. Baselines (no ``score_map``) train with the decode loss alone.
+
+    Args:
+        backbone, sem_seg_head, pixel_mean, pixel_std: as :class:`SemanticSegmentor`.
+        tau: temperature of the pixel-text loss (0.07).
+        aux_loss_weight: weight of the pixel-text loss (0.4 in the official configs).
+        aux_loss_reduction: "all_pixels" (mmseg) or "valid_pixels" (detectron2).
+        test_mode: "slide" (official ADE20K) or "whole".
+        crop_size, stride: (h, w) window and step of slide inference.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone,
+        sem_seg_head,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        tau: float = 0.07,
+        aux_loss_weight: float = 0.4,
+        aux_loss_reduction: str = "all_pixels",
+        test_mode: str = "slide",
+        crop_size: Tuple[int, int] = (512, 512),
+        stride: Tuple[int, int] = (341, 341),
+    ):
+        super().__init__(
+            backbone=backbone, sem_seg_head=sem_seg_head, pixel_mean=pixel_mean, pixel_std=pixel_std
+        )
+        if test_mode not in ("slide", "whole"):
+            raise ValueError(f"test_mode must be 'slide' or 'whole', got {test_mode!r}")
+        self.tau = tau
+        self.aux_loss_weight = aux_loss_weight
+        self.aux_loss_reduction = aux_loss_reduction
+        self.test_mode = test_mode
+        self.crop_size = tuple(crop_size)
+        self.stride = tuple(stride)
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        images = [
+            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
+        ]
+        return ImageList.from_tensors(
+            images,
+            self.backbone.size_divisibility,
+            padding_constraints=self.backbone.padding_constraints,
+        )
+
+    def forward(self, batched_inputs: List[Dict]):
+        """Training: dict of losses. Inference: ``[{"sem_seg": K×height×width logits}]``."""
+        images = self.preprocess_image(batched_inputs)
+        if not self.training:
+            return self.inference(images, batched_inputs)
+        targets = ImageList.from_tensors(
+            [x["sem_seg"].to(self.device) for x in batched_inputs],
+            self.backbone.size_divisibility,
+            self.sem_seg_head.ignore_value,
+            self.backbone.padding_constraints,
+        ).tensor
+        features = self.backbone(images.tensor)
+        _, losses = self.sem_seg_head(features, targets)
+        if "score_map" in features and self.aux_loss_weight > 0:
+            aux = semantic_cross_entropy(
+                features["score_map"] / self.tau,
+                targets,
+                self.sem_seg_head.ignore_value,
+                reduction=self.aux_loss_reduction,
+            )
+            losses["loss_aux_text"] = aux * self.aux_loss_weight
+        return losses
+
+    def encode_decode(self, images: torch.Tensor) -> torch.Tensor:
+        """B×3×h×w normalised images (any size) → B×K×h×w logits.
+
+        Pads bottom/right to the backbone's divisibility with zeros (the normalised mean), as
+        detectron2's FPN needs, and crops the logits back.
+        """
+        h, w = images.shape[-2:]
+        divisor = self.backbone.size_divisibility or 1
+        pad_h, pad_w = -h % divisor, -w % divisor
+        if pad_h or pad_w:
+            images = F.pad(images, (0, pad_w, 0, pad_h))
+        logits, _ = self.sem_seg_head(self.backbone(images))
+        return logits[..., :h, :w]
+
+    def slide_inference(self, image: torch.Tensor) -> torch.Tensor:
+        """1×3×H×W → 1×K×H×W: logits averaged over overlapping windows (batched together)."""
+        height, width = image.shape[-2:]
+        windows = sliding_windows(height, width, self.crop_size, self.stride)
+        crops = [image[..., y1:y2, x1:x2] for y1, y2, x1, x2 in windows]
+        if all(c.shape == crops[0].shape for c in crops):
+            crop_logits = list(self.encode_decode(torch.cat(crops)).split(1))
+        else:
+            crop_logits = [self.encode_decode(c) for c in crops]
+        summed = image.new_zeros((1, crop_logits[0].shape[1], height, width))
+        counts = image.new_zeros((1, 1, height, width))
+        for (y1, y2, x1, x2), logits in zip(windows, crop_logits):
+            summed[..., y1:y2, x1:x2] += logits
+            counts[..., y1:y2, x1:x2] += 1
+        return summed / counts
+
+    def inference(self, images: ImageList, batched_inputs: List[Dict]) -> List[Dict]:
+        results = []
+        for i, (h, w) in enumerate(images.image_sizes):
+            image = images.tensor[i : i + 1, :, :h, :w]
+            if self.test_mode == "slide":
+                logits = self.slide_inference(image)
+            else:
+                logits = self.encode_decode(image)
+            out_h = batched_inputs[i].get("height", h)
+            out_w = batched_inputs[i].get("width", w)
+            if (out_h, out_w) != (h, w):
+                logits = F.interpolate(
+                    logits, size=(out_h, out_w), mode="bilinear", align_corners=False
+                )
+            results.append({"sem_seg": logits[0]})
+        return results

@@ -1,0 +1,211 @@
+"""Context-aware prompting (paper §3.3): learnable language contexts and the context decoder.
+
+Module and parameter names follow the official implementation (``contexts``, ``gamma``,
+``context_decoder.memory_proj`` ...), so official checkpoints map onto them by prefix.
+"""
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .clip import CLIPTextEncoder, tokenize_class_names
+
+__all__ = [
+    "ContextAttention",
+    "ContextDecoderLayer",
+    "ContextDecoder",
+    "ClassTextPrompts",
+    "score_maps",
+]
+
+
+class ContextAttention(nn.Module):
+    """Multi-head attention with bias-free q/k/v projections (official ``Attention``).
+
+    Written with explicit einsums so that fvcore counts its matmuls.
+    """
+
+    def __init__(self, dim: int, num_heads: int, proj_dropout: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_dropout)
+
+    def forward(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """query: B×N×C, memory: B×M×C → B×N×C."""
+        B, N, C = query.shape
+        M = memory.shape[1]
+        heads = self.num_heads
+        q = self.q_proj(query).reshape(B, N, heads, C // heads)
+        k = self.k_proj(memory).reshape(B, M, heads, C // heads)
+        v = self.v_proj(memory).reshape(B, M, heads, C // heads)
+        attn = (torch.einsum("bnhc,bmhc->bhnm", q, k) * self.scale).softmax(dim=-1)
+        x = torch.einsum("bhnm,bmhc->bnhc", attn, v).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class ContextDecoderLayer(nn.Module):
+    """Pre-norm Transformer decoder layer: self-attention, cross-attention, 4× GELU MLP."""
+
+    def __init__(self, width: int, num_heads: int, dropout: float = 0.1):
+        super().__init__()
+        self.self_attn = ContextAttention(width, num_heads, dropout)
+        self.cross_attn = ContextAttention(width, num_heads, dropout)
+        self.norm1 = nn.LayerNorm(width)
+        self.norm2 = nn.LayerNorm(width)
+        self.norm3 = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(dropout)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, width * 4),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(width * 4, width),
+        )
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """x: B×K×W text queries, memory: B×(1+HW)×W visual context (already normalised)."""
+        normed = self.norm1(x)
+        x = x + self.self_attn(normed, normed)
+        x = x + self.cross_attn(self.norm2(x), memory)
+        return x + self.dropout(self.mlp(self.norm3(x)))
+
+
+class ContextDecoder(nn.Module):
+    """Post-model prompting (Eq. 5): text embeddings attend to the visual context [z̄, z].
+
+    Args:
+        visual_dim: C, the width of CLIP's joint embedding space (1024 for RN50, 512 otherwise).
+        width: the decoder's internal width (256 in the paper).
+        num_heads: attention heads (4).
+        num_layers: decoder layers (3 in the official configs; the paper ablates up to 6).
+        dropout: dropout after attention projections and in the MLP (0.1).
+    """
+
+    def __init__(
+        self,
+        visual_dim: int,
+        width: int = 256,
+        num_heads: int = 4,
+        num_layers: int = 3,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.memory_proj = nn.Sequential(
+            nn.LayerNorm(visual_dim), nn.Linear(visual_dim, width), nn.LayerNorm(width)
+        )
+        self.text_proj = nn.Sequential(nn.LayerNorm(visual_dim), nn.Linear(visual_dim, width))
+        self.decoder = nn.ModuleList(
+            [ContextDecoderLayer(width, num_heads, dropout) for _ in range(num_layers)]
+        )
+        self.out_proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, visual_dim))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """text: B×K×C class embeddings, visual: B×(1+HW)×C context → B×K×C update Δt."""
+        memory = self.memory_proj(visual)
+        x = self.text_proj(text)
+        for layer in self.decoder:
+            x = layer(x, memory)
+        return self.out_proj(x)
+
+
+class ClassTextPrompts(nn.Module):
+    """Language-domain prompting (CoOp): ``[SOT, ctx_1..ctx_N, class name, EOT]`` → text embeddings.
+
+    Holds the frozen CLIP text encoder, the tokenized class names (a non-persistent buffer: the
+    names come from the config or the dataset, not the checkpoint) and the N learnable contexts.
+    In eval mode the K×C output depends only on parameters; it is cached and recomputed whenever
+    a parameter it depends on changes in place (optimizer step, ``load_state_dict``) or the
+    module switches mode, so it is never stale.
+
+    Args:
+        text_encoder: CLIP text encoder whose ``context_length`` = class_token_length + N.
+        class_names: the K class prompts.
+        class_token_length: tokens per class name including SOT/EOT (5 in the official code).
+        freeze_text_encoder: the official recipe trains the contexts only.
+    """
+
+    def __init__(
+        self,
+        text_encoder: CLIPTextEncoder,
+        class_names: Sequence[str],
+        class_token_length: int = 5,
+        freeze_text_encoder: bool = True,
+    ):
+        super().__init__()
+        num_contexts = text_encoder.context_length - class_token_length
+        if num_contexts < 0:
+            raise ValueError(
+                f"text encoder context_length={text_encoder.context_length} is shorter than "
+                f"class_token_length={class_token_length}"
+            )
+        self.text_encoder = text_encoder
+        if freeze_text_encoder:
+            self.text_encoder.requires_grad_(False)
+        self.class_names = list(class_names)
+        self.register_buffer(
+            "class_tokens", tokenize_class_names(self.class_names, class_token_length), False
+        )
+        width = text_encoder.token_embedding.embedding_dim
+        self.contexts = nn.Parameter(torch.empty(1, num_contexts, width))
+        nn.init.trunc_normal_(self.contexts)
+        self._cache: Optional[torch.Tensor] = None
+        self._cache_key: Optional[tuple] = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _state_key(self) -> tuple:
+        params = (self.contexts, *self.text_encoder.parameters())
+        return tuple((id(p), p._version, p.device, p.dtype) for p in params)
+
+    def forward(self) -> torch.Tensor:
+        """→ 1×K×C text embeddings of the class prompts."""
+        if self.training:
+            self._cache = None
+            return self.text_encoder(self.class_tokens, self.contexts)
+        key = self._state_key()
+        if self._cache is None or key != self._cache_key:
+            with torch.no_grad():
+                self._cache = self.text_encoder(self.class_tokens, self.contexts)
+            self._cache_key = key
+        return self._cache
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+
+def score_maps(dense: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Pixel-text cosine similarities (Eq. 6).
+
+    Args:
+        dense: B×C×H×W dense visual embeddings z.
+        text: B×K×C (or 1×K×C) text embeddings t.
+    Returns:
+        B×K×H×W scores in [-1, 1].
+    """
+    dense = F.normalize(dense, dim=1)
+    text = F.normalize(text, dim=2)
+    if text.shape[0] == 1:
+        return torch.einsum("bchw,kc->bkhw", dense, text[0])
+    return torch.einsum("bchw,bkc->bkhw", dense, text)
