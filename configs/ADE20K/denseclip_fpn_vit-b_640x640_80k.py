@@ -10,8 +10,8 @@ from denseclip.clip import CLIPVisionTransformer
 
 from .denseclip_fpn_res50_512x512_80k import dataloader, lr_multiplier, model, optimizer, train
 
-encoder = model.backbone.bottom_up
-encoder.image_encoder = L(CLIPVisionTransformer)(
+_encoder = model.backbone.bottom_up
+_encoder.image_encoder = L(CLIPVisionTransformer)(
     input_resolution=640,
     patch_size=16,
     width=768,
@@ -22,8 +22,8 @@ encoder.image_encoder = L(CLIPVisionTransformer)(
     out_indices=(3, 5, 7, 11),
     norm="SyncBN",
 )
-encoder.prompts.text_encoder.embed_dim = 512
-encoder.context_decoder.visual_dim = 512
+_encoder.prompts.text_encoder.embed_dim = 512
+_encoder.context_decoder.visual_dim = 512
 model.crop_size = (640, 640)
 model.stride = (426, 426)
 

@@ -15,6 +15,7 @@ model.backbone.bottom_up.image_encoder = L(CLIPVisionTransformer)(
     output_dim=512,
     out_indices=(3, 5, 7, 11),
     norm="SyncBN",
+    with_embeddings=False,  # the baseline has no ln_post / proj (official get_embeddings=False)
 )
 model.crop_size = (640, 640)
 model.stride = (426, 426)

@@ -116,12 +116,33 @@ class DenseCLIPBackbone(_StageBackbone):
         text = self.prompts()
         if self.context_decoder is None:
             return text
-        batch = dense_embedding.shape[0]
-        visual_context = torch.cat(
-            [global_embedding[:, None], dense_embedding.flatten(2).transpose(1, 2)], dim=1
-        )
-        text = text.expand(batch, -1, -1)
+        visual_context = _visual_context(global_embedding, dense_embedding)
+        text = text.expand(dense_embedding.shape[0], -1, -1)
         return text + self.gamma * self.context_decoder(text, visual_context)
+
+    def text_score_maps(self, x: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """Score maps of any prompts (open vocabulary), with the learned contexts and the context
+        decoder conditioned on each image: the prompts are decoded beside the K class prompts
+        (:meth:`ContextDecoder.forward_queries`), so a prompt equal to a class name gives that
+        class's ``score_map`` channel and each prompt's map is independent of the others.
+
+        Args:
+            x: B×3×H×W normalised images; texts: T prompts (each ≤ 3 BPE tokens by default).
+        Returns:
+            B×T×h×w raw cosine scores at the dense embedding's stride.
+        """
+        features = self.image_encoder(x)
+        global_embedding, dense = features["global_embedding"], features["dense_embedding"]
+        queries = self.prompts.encode(texts)
+        if self.context_decoder is not None:
+            batch = dense.shape[0]
+            classes = self.prompts().expand(batch, -1, -1)
+            queries = queries.expand(batch, -1, -1)
+            update = self.context_decoder.forward_queries(
+                classes, queries, _visual_context(global_embedding, dense)
+            )
+            queries = queries + self.gamma * update
+        return score_maps(dense, queries)
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """x: B×3×H×W → stage features (the score stage with K extra channels) and
@@ -136,6 +157,12 @@ class DenseCLIPBackbone(_StageBackbone):
         outputs["score_map"] = scores
         outputs["text_embeddings"] = text
         return outputs
+
+
+def _visual_context(global_embedding: torch.Tensor, dense_embedding: torch.Tensor) -> torch.Tensor:
+    """z̄: B×C and z: B×C×h×w → the context decoder's memory [z̄, z]: B×(1+hw)×C."""
+    tokens = dense_embedding.flatten(2).transpose(1, 2)
+    return torch.cat([global_embedding[:, None], tokens], dim=1)
 
 
 class FPNWithSideOutputs(FPN):

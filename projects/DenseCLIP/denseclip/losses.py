@@ -1,13 +1,21 @@
-"""Pixel-level losses shared by the decode head and DenseCLIP's pixel-text auxiliary loss."""
+"""Pixel-level losses shared by the decode head and DenseCLIP's pixel-text auxiliary losses."""
+
+from typing import Sequence, Tuple
 
 import torch
 from torch.nn import functional as F
 
-__all__ = ["LOSS_REDUCTIONS", "semantic_cross_entropy"]
+__all__ = ["LOSS_REDUCTIONS", "box_seg_aux_loss", "check_reduction", "box_seg_targets", "semantic_cross_entropy"]
 
 #: "all_pixels": mmseg 0.19 — the mean over every label pixel, ignored ones counting as 0.
 #: "valid_pixels": detectron2 / PyTorch — the mean over non-ignored pixels only.
 LOSS_REDUCTIONS = ("all_pixels", "valid_pixels")
+
+
+def check_reduction(reduction: str) -> None:
+    """Raises ValueError unless ``reduction`` is one of :data:`LOSS_REDUCTIONS`."""
+    if reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"loss reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
 
 
 def semantic_cross_entropy(
@@ -26,8 +34,7 @@ def semantic_cross_entropy(
     Returns:
         Scalar loss. With no valid pixel it is 0 (and still differentiable).
     """
-    if reduction not in LOSS_REDUCTIONS:
-        raise ValueError(f"reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
+    check_reduction(reduction)
     if logits.shape[-2:] != targets.shape[-2:]:
         logits = F.interpolate(
             logits.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False
@@ -38,3 +45,76 @@ def semantic_cross_entropy(
     if reduction == "all_pixels":
         return per_pixel.mean()
     return per_pixel.sum() / (targets != ignore_value).sum().clamp(min=1)
+
+
+def box_seg_targets(
+    boxes: Sequence[torch.Tensor],
+    classes: Sequence[torch.Tensor],
+    num_classes: int,
+    size: Tuple[int, int],
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Box-shaped pixel targets of DenseCLIP's detection auxiliary loss (official
+    ``build_seg_target``), at stride 4.
+
+    Box coordinates are divided by 4 and truncated to integers, x clamped to [0, w-1] and y to
+    [0, h-1]; box (x1, y1, x2, y2) of class k then sets ``target[k, y1:y2, x1:x2] = 1`` (the end
+    row and column excluded, so a box clamped to a single row or column covers nothing).
+
+    Args:
+        boxes: per image, N_i×4 (x1, y1, x2, y2) boxes in input pixels.
+        classes: per image, N_i class ids in [0, K).
+        num_classes: K.
+        size: (h, w), the stride-4 grid: the padded batch's (H // 4, W // 4).
+    Returns:
+        ``target`` B×K×h×w in {0, 1} and ``mask`` B×1×h×w, 1 on the union of all boxes of the
+        image (whatever their class), as float tensors on the boxes' device.
+    """
+    height, width = size
+    device = boxes[0].device
+    target = torch.zeros(len(boxes), num_classes, height, width, device=device)
+    mask = torch.zeros(len(boxes), 1, height, width, device=device)
+    ys = torch.arange(height, device=device)[:, None]
+    xs = torch.arange(width, device=device)[None, :]
+    for image, (image_boxes, image_classes) in enumerate(zip(boxes, classes)):
+        if len(image_boxes) == 0:
+            continue
+        cells = (image_boxes / 4).long()
+        x1, x2 = (cells[:, i].clamp(0, width - 1)[:, None, None] for i in (0, 2))
+        y1, y2 = (cells[:, i].clamp(0, height - 1)[:, None, None] for i in (1, 3))
+        inside = ((ys >= y1) & (ys < y2) & (xs >= x1) & (xs < x2)).float()  # N×h×w
+        target[image].index_add_(0, image_classes.to(device).long(), inside).clamp_(max=1)
+        mask[image, 0] = inside.amax(dim=0)
+    return target, mask
+
+
+def box_seg_aux_loss(
+    logits: torch.Tensor,
+    boxes: Sequence[torch.Tensor],
+    classes: Sequence[torch.Tensor],
+    image_size: Tuple[int, int],
+) -> torch.Tensor:
+    """DenseCLIP's auxiliary detection loss (official ``compute_seg_loss``): binary cross-entropy
+    of the pixel-text scores against box-shaped targets, inside the boxes only.
+
+    ``loss = Σ mask·BCE(sigmoid(s₄), target) / Σ mask`` where s₄ are the logits resized
+    bilinearly (align_corners=False) to the stride-4 grid of the padded batch and the mask, the
+    union of the image's boxes, is repeated over the K class channels (so the sum runs over K
+    times the covered pixels, and the loss is a mean over covered pixels and classes). Computed
+    with ``binary_cross_entropy_with_logits``: the same value as the official
+    ``binary_cross_entropy(sigmoid(·))``, without its log clamping (never reached at |s| ≤ 1/τ).
+
+    Args:
+        logits: B×K×h×w score map divided by τ (any stride).
+        boxes, classes: per image, the ground-truth boxes (N_i×4, XYXY input pixels) and class
+            ids (N_i).
+        image_size: (H, W) of the padded batch; targets live on its (H // 4)×(W // 4) grid.
+    Returns:
+        Scalar loss; 0 (differentiable) when the batch has no box, where the official code
+        divides 0 by 0.
+    """
+    size = (image_size[0] // 4, image_size[1] // 4)
+    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+    target, mask = box_seg_targets(boxes, classes, logits.shape[1], size)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    covered = mask.sum() * logits.shape[1]
+    return (per_pixel * mask).sum() / covered.clamp(min=1)

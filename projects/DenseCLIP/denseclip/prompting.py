@@ -70,10 +70,16 @@ class ContextDecoderLayer(nn.Module):
             nn.Linear(width * 4, width),
         )
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """x: B×K×W text queries, memory: B×(1+HW)×W visual context (already normalised)."""
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor, keys: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """x: B×K×W text queries, memory: B×(1+HW)×W visual context (already normalised).
+
+        keys: optional B×K'×W text states that the queries self-attend to instead of each other
+        (see :meth:`ContextDecoder.forward_queries`); default x itself.
+        """
         normed = self.norm1(x)
-        x = x + self.self_attn(normed, normed)
+        x = x + self.self_attn(normed, normed if keys is None else self.norm1(keys))
         x = x + self.cross_attn(self.norm2(x), memory)
         return x + self.dropout(self.mlp(self.norm3(x)))
 
@@ -126,6 +132,28 @@ class ContextDecoder(nn.Module):
             x = layer(x, memory)
         return self.out_proj(x)
 
+    def forward_queries(
+        self, text: torch.Tensor, queries: torch.Tensor, visual: torch.Tensor
+    ) -> torch.Tensor:
+        """Updates Δq of extra text queries (free-text prompts) decoded beside the K classes.
+
+        At every layer each query self-attends to the K class states of that layer, never to
+        itself or to the other queries, and the classes do not see the queries. So a query's
+        update does not depend on the other queries, and a query equal to class k's embedding
+        gets exactly class k's update Δt_k from :meth:`forward`.
+
+        Args:
+            text: B×K×C class embeddings, queries: B×T×C, visual: B×(1+HW)×C context.
+        Returns:
+            B×T×C.
+        """
+        memory = self.memory_proj(visual)
+        states, x = self.text_proj(text), self.text_proj(queries)
+        for layer in self.decoder:
+            x = layer(x, memory, keys=states)
+            states = layer(states, memory)
+        return self.out_proj(x)
+
 
 class ClassTextPrompts(nn.Module):
     """Language-domain prompting (CoOp): ``[SOT, ctx_1..ctx_N, class name, EOT]`` → text embeddings.
@@ -133,8 +161,16 @@ class ClassTextPrompts(nn.Module):
     Holds the frozen CLIP text encoder, the tokenized class names (a non-persistent buffer: the
     names come from the config or the dataset, not the checkpoint) and the N learnable contexts.
     In eval mode the K×C output depends only on parameters; it is cached and recomputed whenever
-    a parameter it depends on changes in place (optimizer step, ``load_state_dict``) or the
-    module switches mode, so it is never stale.
+    a parameter it depends on changes in place (optimizer step, ``load_state_dict``), is
+    replaced or moved (``.to(device/dtype)``), the autocast or inference-mode state differs
+    from the one it was computed in, or the module switches mode, so it is never stale. (Writes
+    through ``param.data`` bypass autograd's version counters and are not seen: change
+    parameters under ``torch.no_grad()`` instead.)
+
+    Deployment: :meth:`deploy` replaces the text encoder and the contexts by their output, the
+    1×K×C buffer ``deployed_embeddings``; a state dict holding that key (written by
+    ``tools/export_deploy.py``) deploys a normal instance when loaded into it. Deployed prompts
+    are inference-only and cannot :meth:`encode` free text.
 
     Args:
         text_encoder: CLIP text encoder whose ``context_length`` = class_token_length + N.
@@ -174,12 +210,31 @@ class ClassTextPrompts(nn.Module):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def deployed(self) -> bool:
+        """True once the text encoder has been replaced by fixed embeddings (:meth:`deploy`)."""
+        return self.text_encoder is None
+
     def _state_key(self) -> tuple:
         params = (self.contexts, *self.text_encoder.parameters())
-        return tuple((id(p), p._version, p.device, p.dtype) for p in params)
+        device = self.contexts.device.type
+        modes = (
+            torch.is_autocast_enabled(device),
+            torch.get_autocast_dtype(device),
+            torch.is_inference_mode_enabled(),
+        )
+        return modes + tuple((id(p), p._version, p.data_ptr(), p.device, p.dtype) for p in params)
 
     def forward(self) -> torch.Tensor:
         """→ 1×K×C text embeddings of the class prompts."""
+        if self.deployed:
+            if self.training:
+                raise RuntimeError(
+                    "these class prompts are deployed (fixed text embeddings, no text encoder): "
+                    "they are for inference only; to train, load a full checkpoint into a model "
+                    "built from the config"
+                )
+            return self.deployed_embeddings
         if self.training:
             self._cache = None
             return self.text_encoder(self.class_tokens, self.contexts)
@@ -191,8 +246,65 @@ class ClassTextPrompts(nn.Module):
         return self._cache
 
     def train(self, mode: bool = True):
-        self._cache = None
+        if mode != self.training:
+            self._cache = None
         return super().train(mode)
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings of any prompts, built like the class prompts (the learned contexts, then
+        each text in the class-name slot of ≤ class_token_length - 2 BPE tokens).
+
+        Args:
+            texts: T prompts.
+        Returns:
+            1×T×C; ``encode(class_names)`` equals :meth:`forward`'s output.
+        """
+        if self.deployed:
+            raise RuntimeError(
+                "free-text prompts need the text encoder, which deployed class prompts (a "
+                "checkpoint written by tools/export_deploy.py) do not have; load the full "
+                "checkpoint instead"
+            )
+        length = self.class_tokens.shape[1]
+        tokens = tokenize_class_names(texts, length).to(self.class_tokens.device)
+        return self.text_encoder(tokens, self.contexts)
+
+    def deploy(self) -> None:
+        """Replaces the text encoder and the contexts by their output, kept as the 1×K×C buffer
+        ``deployed_embeddings``: the state dict then holds no text-encoder weights."""
+        if self.deployed:
+            return
+        with torch.no_grad():
+            embeddings = self.text_encoder(self.class_tokens, self.contexts)
+        self._become_deployed(embeddings)
+
+    def _become_deployed(self, embeddings: torch.Tensor) -> None:
+        self.text_encoder = None
+        self.contexts = None
+        self._cache = None
+        self.register_buffer("deployed_embeddings", embeddings)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Loading a deployed state dict (key ``deployed_embeddings``) deploys this module first,
+        so that a model built from the config accepts the checkpoint of tools/export_deploy.py."""
+        key = prefix + "deployed_embeddings"
+        if key in state_dict and not self.deployed:
+            expected = (1, self.num_classes, self.text_encoder.embed_dim)
+            found = tuple(state_dict[key].shape)
+            if found != expected:
+                raise ValueError(
+                    f"checkpoint key {key!r}: expected deployed text embeddings of shape "
+                    f"{expected} (1 × K={self.num_classes} class names × C), found {found}; "
+                    "was it exported from another config or dataset?"
+                )
+            self._become_deployed(self.contexts.new_empty(expected))
+        elif self.deployed and prefix + "contexts" in state_dict:
+            raise ValueError(
+                f"checkpoint holds {prefix}contexts and a text encoder but these prompts are "
+                "deployed (no text encoder): build the model from the config again to load a "
+                "full checkpoint"
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def score_maps(dense: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

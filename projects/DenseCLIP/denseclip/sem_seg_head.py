@@ -9,7 +9,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 
-from .losses import semantic_cross_entropy
+from .losses import check_reduction, semantic_cross_entropy
 
 __all__ = ["DenseCLIPSemSegFPNHead"]
 
@@ -34,6 +34,7 @@ class DenseCLIPSemSegFPNHead(SemSegFPNHead):
         loss_reduction: str = "all_pixels",
         **kwargs,
     ):
+        check_reduction(loss_reduction)
         super().__init__(input_shape=input_shape, **kwargs)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.loss_reduction = loss_reduction

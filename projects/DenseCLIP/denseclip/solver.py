@@ -8,7 +8,12 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from detectron2.solver.build import reduce_param_groups
 
-__all__ = ["param_groups_by_keys", "PolyLRWithWarmup"]
+__all__ = [
+    "AdamWWithGradClip",
+    "GlobalGradNormClipping",
+    "param_groups_by_keys",
+    "PolyLRWithWarmup",
+]
 
 
 def param_groups_by_keys(
@@ -75,6 +80,11 @@ class PolyLRWithWarmup(LRScheduler):
         self.warmup_ratio = warmup_ratio
         super().__init__(optimizer, last_epoch)
 
+    def state_dict(self) -> Dict:
+        # Only the progress: the schedule itself comes from the config, so that a resumed run
+        # with another max_iter follows the new schedule (as detectron2's LRMultiplier does).
+        return {k: self.__dict__[k] for k in ("base_lrs", "last_epoch", "_last_lr")}
+
     def get_lr(self) -> List[float]:
         it = min(self.last_epoch, self.max_iter)
         coeff = (1 - it / self.max_iter) ** self.power
@@ -83,3 +93,36 @@ class PolyLRWithWarmup(LRScheduler):
             k = (1 - it / self.warmup_iters) * (1 - self.warmup_ratio)
             lrs = [lr * (1 - k) for lr in lrs]
         return lrs
+
+
+class GlobalGradNormClipping:
+    """Optimizer mixin: ``step()`` first rescales the gradients of all its parameters so that
+    their global norm is at most ``max_norm`` (mmcv ``optimizer_config.grad_clip``).
+
+    Mixed in before a torch optimizer (see :class:`AdamWWithGradClip`). One norm over all
+    parameters, as ``torch.nn.utils.clip_grad_norm_``; detectron2's ``SOLVER.CLIP_GRADIENTS``
+    "norm" clips every parameter separately. With detectron2's AMPTrainer the gradients are
+    already unscaled when ``step()`` runs (``GradScaler.step`` unscales first).
+
+    Args:
+        params: parameters or parameter groups.
+        max_norm: largest allowed global gradient norm.
+        norm_type: the p of the p-norm (2 = L2).
+        **kwargs: the optimizer's other arguments.
+    """
+
+    def __init__(self, params, *, max_norm: float, norm_type: float = 2.0, **kwargs):
+        super().__init__(params, **kwargs)
+        self.max_norm = max_norm
+        self.norm_type = norm_type
+
+    def step(self, closure=None):
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, self.max_norm, self.norm_type)
+        return super().step(closure)
+
+
+class AdamWWithGradClip(GlobalGradNormClipping, torch.optim.AdamW):
+    """:class:`torch.optim.AdamW` with global gradient-norm clipping (the official COCO recipes:
+    ``grad_clip=dict(max_norm=0.1, norm_type=2)``). Takes AdamW's arguments plus ``max_norm``
+    and ``norm_type``."""

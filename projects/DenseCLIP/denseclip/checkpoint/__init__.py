@@ -1,4 +1,5 @@
-"""Checkpoint loading and conversion (OpenAI CLIP files → our models)."""
+"""Checkpoint loading and conversion (OpenAI CLIP files and official DenseCLIP releases → our
+models)."""
 
 from .checkpointer import DenseCLIPCheckpointer, adapt_positional_embeddings
 from .clip import (
@@ -7,6 +8,20 @@ from .clip import (
     ConversionReport,
     convert_openai_clip,
     load_openai_clip_state_dict,
+)
+from .official import (
+    DENSECLIP_BACKBONE_RULES,
+    RULE_TABLES,
+    SEMANTIC_FPN_RULES,
+    KeyRule,
+    OfficialCheckpointError,
+    OfficialConversion,
+    RuleTable,
+    check_class_names,
+    check_matches_model,
+    convert_official_state_dict,
+    find_rule_table,
+    load_official_checkpoint,
 )
 
 __all__ = [
@@ -17,4 +32,16 @@ __all__ = [
     "ConversionReport",
     "convert_openai_clip",
     "load_openai_clip_state_dict",
+    "DENSECLIP_BACKBONE_RULES",
+    "RULE_TABLES",
+    "SEMANTIC_FPN_RULES",
+    "KeyRule",
+    "OfficialCheckpointError",
+    "OfficialConversion",
+    "RuleTable",
+    "check_class_names",
+    "check_matches_model",
+    "convert_official_state_dict",
+    "find_rule_table",
+    "load_official_checkpoint",
 ]

@@ -38,9 +38,11 @@ class CLIPVisionTransformer(nn.Module):
         drop_path_rate: stochastic depth of the last block (linear from 0).
         out_indices: the 4 blocks whose patch tokens make res2..res5.
         norm: BatchNorm flavour inside fpn1: "BN" or "SyncBN" (official).
+        with_embeddings: build ``ln_post``/``proj`` and return the embeddings (DenseCLIP); the
+            official CLIP baseline has neither (``get_embeddings=False``).
 
     Attributes: ``stage_channels`` (D for every level), ``stage_strides``, ``embed_dim``
-    (output_dim), ``dense_embedding_stride`` (16).
+    (output_dim, None without embeddings), ``dense_embedding_stride`` (16).
     """
 
     dense_embedding_stride = 16
@@ -56,6 +58,7 @@ class CLIPVisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         out_indices: Sequence[int] = (3, 5, 7, 11),
         norm: str = "BN",
+        with_embeddings: bool = True,
     ):
         super().__init__()
         if patch_size != 16:
@@ -79,8 +82,10 @@ class CLIPVisionTransformer(nn.Module):
         )
         self.ln_pre = LayerNorm(width)
         self.transformer = Transformer(width, layers, heads, drop_path_rate=drop_path_rate)
-        self.ln_post = LayerNorm(width)
-        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+        if with_embeddings:
+            self.ln_post = LayerNorm(width)
+            self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+        self.with_embeddings = with_embeddings
 
         self.fpn1 = nn.Sequential(
             nn.GroupNorm(1, width),
@@ -95,7 +100,7 @@ class CLIPVisionTransformer(nn.Module):
 
         self.stage_channels = {name: width for name in STAGES}
         self.stage_strides = {name: 4 * 2**i for i, name in enumerate(STAGES)}
-        self.embed_dim = output_dim
+        self.embed_dim = output_dim if with_embeddings else None
 
     def fitted_positional_embedding(self, height: int, width: int) -> torch.Tensor:
         """(h·w+1)×D: class row (+ class_embedding, official) and the grid resized to h×w."""
@@ -107,8 +112,8 @@ class CLIPVisionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """x: B×3×H×W (H, W multiples of 32) → {"res2": B×D×H/4×W/4, "res3": B×D×H/8×W/8,
-        "res4": B×D×H/16×W/16, "res5": B×D×H/32×W/32, "global_embedding": B×output_dim,
-        "dense_embedding": B×output_dim×H/16×W/16}."""
+        "res4": B×D×H/16×W/16, "res5": B×D×H/32×W/32} and, with embeddings,
+        "global_embedding": B×output_dim, "dense_embedding": B×output_dim×H/16×W/16."""
         x = self.conv1(x)
         batch, channels, height, width = x.shape
         x = x.flatten(2).transpose(1, 2)  # B×hw×D
@@ -125,6 +130,8 @@ class CLIPVisionTransformer(nn.Module):
                 level = self.out_indices.index(index)
                 patches = x[1:].permute(1, 2, 0).reshape(batch, channels, height, width)
                 outputs[STAGES[level]] = pyramid[level](patches.contiguous())
+        if not self.with_embeddings:
+            return outputs
 
         x = self.ln_post(x.transpose(0, 1)) @ self.proj  # B×(1+hw)×C
         outputs["global_embedding"] = x[:, 0]

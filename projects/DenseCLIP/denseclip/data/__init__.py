@@ -1,27 +1,37 @@
 """Datasets and augmentations for DenseCLIP.
 
 Importing this package registers the built-in datasets: ``class_prompts`` (mmseg's 150 short
-names) on detectron2's ``ade20k_sem_seg_{train,val}``, and the synthetic ``synthetic_seg_{train,
-val}`` (generated on first use). Own data: :func:`register_folder_dataset`.
+names) on detectron2's ``ade20k_sem_seg_{train,val}`` and (mmdet's 80 names) on
+``coco_2017_{train,val}``, and the synthetic ``synthetic_seg_{train,val}`` and
+``synthetic_det_{train,val}`` (generated on first use). Own data: :func:`register_folder_dataset`.
 """
 
 from .ade20k import ADE20K_CLASSES, ADE20K_DATASET_NAMES, register_ade20k_prompts
+from .coco import COCO_CLASSES, COCO_DATASET_NAMES, register_coco_prompts
 from .folder import (
     IGNORE_LABEL,
     DatasetArgError,
     DatasetFormatError,
+    coco_instances_path,
     detect_layout,
+    detection_metadata,
     load_segmentation_split,
     parse_dataset_arg,
     read_classes,
+    read_coco_categories,
     register_folder_dataset,
     segmentation_metadata,
 )
 from .synthetic import (
     SYNTHETIC_CLASSES,
     SYNTHETIC_DATASET_NAMES,
+    SYNTHETIC_DET_CLASSES,
+    SYNTHETIC_DET_DATASET_NAMES,
     register_synthetic,
+    register_synthetic_detection,
+    synthetic_detection_root,
     synthetic_root,
+    write_synthetic_detection,
     write_synthetic_segmentation,
 )
 from .transforms import (
@@ -35,6 +45,8 @@ from .transforms import (
 __all__ = [
     "ADE20K_CLASSES",
     "ADE20K_DATASET_NAMES",
+    "COCO_CLASSES",
+    "COCO_DATASET_NAMES",
     "DatasetArgError",
     "DatasetFormatError",
     "IGNORE_LABEL",
@@ -43,19 +55,30 @@ __all__ = [
     "RandomRatioResize",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_DATASET_NAMES",
+    "SYNTHETIC_DET_CLASSES",
+    "SYNTHETIC_DET_DATASET_NAMES",
     "ade20k_test_augmentations",
     "ade20k_train_augmentations",
+    "coco_instances_path",
     "detect_layout",
+    "detection_metadata",
     "load_segmentation_split",
     "parse_dataset_arg",
     "read_classes",
+    "read_coco_categories",
     "register_ade20k_prompts",
+    "register_coco_prompts",
     "register_folder_dataset",
     "register_synthetic",
+    "register_synthetic_detection",
     "segmentation_metadata",
+    "synthetic_detection_root",
     "synthetic_root",
+    "write_synthetic_detection",
     "write_synthetic_segmentation",
 ]
 
 register_ade20k_prompts()
+register_coco_prompts()
 register_synthetic()
+register_synthetic_detection()

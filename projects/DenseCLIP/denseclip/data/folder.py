@@ -1,24 +1,30 @@
 """Register a dataset from a folder (``--dataset NAME=ROOT``).
 
-Segmentation layout (the only one implemented here)::
+Segmentation layout::
 
     ROOT/classes.txt                      one class name per line (blank lines ignored)
     ROOT/images/{train,val}/STEM.{jpg,jpeg,png}
     ROOT/annotations/{train,val}/STEM.png single-channel uint8, class ids 0..K-1, 255 = ignore
 
-``register_folder_dataset(name, root)`` registers ``{name}_train`` and ``{name}_val``. Folder
-structure is checked eagerly, at registration (listing folders is cheap); label values are checked
-when the dataset dicts are first loaded (``DatasetCatalog.get``), so a bad file is reported before
-training starts. Every problem raises :class:`DatasetFormatError` naming the path, what was
-expected and what was found.
+Detection layout (COCO instances; boxes, optionally polygon or RLE masks)::
 
-Extension point: a detection layout (``ROOT/annotations/instances_{train,val}.json``, COCO) is
-added by recognising it in :func:`detect_layout` and adding its registration function to
-``_REGISTRARS``.
+    ROOT/images/{train,val}/...                   file_name in the JSON is relative to these
+    ROOT/annotations/instances_{train,val}.json
+
+``register_folder_dataset(name, root)`` registers ``{name}_train`` and ``{name}_val``. Folder
+structure is checked eagerly, at registration (listing folders is cheap); segmentation label
+values are checked when the dataset dicts are first loaded (``DatasetCatalog.get``), so a bad file
+is reported before training starts. COCO files are read and checked at registration (their
+categories are the class names the model is built with). Every problem raises
+:class:`DatasetFormatError` naming the path, what was expected and what was found.
+
+Extension point: a new layout is recognised in :func:`detect_layout` and registered by a
+function added to ``_REGISTRARS``.
 """
 
 import argparse
 import copy
+import json
 import os
 import re
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -26,6 +32,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
 from PIL import Image
 
 __all__ = [
@@ -33,10 +40,13 @@ __all__ = [
     "DatasetArgError",
     "IGNORE_LABEL",
     "SPLITS",
+    "coco_instances_path",
     "detect_layout",
+    "detection_metadata",
     "load_segmentation_split",
     "parse_dataset_arg",
     "read_classes",
+    "read_coco_categories",
     "register_folder_dataset",
     "segmentation_metadata",
 ]
@@ -46,6 +56,10 @@ SPLITS = ("train", "val")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 LABEL_EXTENSION = ".png"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
+#: COCO boxes may overshoot their image by this many pixels (rounding in exported files).
+BOX_TOLERANCE = 1.0
+#: Keys every COCO annotation needs (COCOeval reads ``area`` and ``iscrowd``).
+ANNOTATION_FIELDS = ("id", "image_id", "category_id", "bbox", "area", "iscrowd")
 
 
 class DatasetFormatError(ValueError):
@@ -81,21 +95,39 @@ def _require_dir(path: str, what: str) -> None:
         raise DatasetFormatError(f"{what}: expected a folder at {path}, found {found}")
 
 
-def detect_layout(root: str) -> str:
-    """Return the layout of the dataset folder ``root``: ``"segmentation"``.
+def coco_instances_path(root: str, split: str) -> str:
+    """``ROOT/annotations/instances_{split}.json``: the COCO file of a detection-layout split."""
+    return os.path.join(root, "annotations", f"instances_{split}.json")
 
-    Recognised by ``ROOT/classes.txt`` or ``ROOT/annotations/{train,val}/``. Raises
-    :class:`DatasetFormatError` naming what was looked for when nothing matches. A detection
-    layout (``ROOT/annotations/instances_{train,val}.json``) is to be recognised here too.
+
+def detect_layout(root: str) -> str:
+    """Return the layout of the dataset folder ``root``: ``"segmentation"`` or ``"detection"``.
+
+    Segmentation is recognised by ``ROOT/classes.txt`` or ``ROOT/annotations/{train,val}/``,
+    detection by ``ROOT/annotations/instances_{train,val}.json``. Raises
+    :class:`DatasetFormatError` naming what was looked for when nothing matches, and when both
+    layouts match.
     """
     _require_dir(root, "dataset root")
-    looked_for = [os.path.join(root, "classes.txt")]
-    looked_for += [os.path.join(root, "annotations", split) for split in SPLITS]
-    if any(os.path.exists(path) for path in looked_for):
-        return "segmentation"
+    segmentation = [os.path.join(root, "classes.txt")]
+    segmentation += [os.path.join(root, "annotations", split) for split in SPLITS]
+    detection = [coco_instances_path(root, split) for split in SPLITS]
+    found = {
+        layout: [path for path in paths if os.path.exists(path)]
+        for layout, paths in (("segmentation", segmentation), ("detection", detection))
+    }
+    if found["segmentation"] and found["detection"]:
+        raise DatasetFormatError(
+            f"dataset root {root}: expected one layout, found both segmentation "
+            f"({', '.join(found['segmentation'])}) and detection ({', '.join(found['detection'])})"
+        )
+    for layout, paths in found.items():
+        if paths:
+            return layout
     raise DatasetFormatError(
-        f"dataset root {root}: no known layout; looked for {', '.join(looked_for)} "
-        f"(segmentation layout), found {sorted(os.listdir(root)) or 'an empty folder'}"
+        f"dataset root {root}: no known layout; looked for {', '.join(segmentation)} "
+        f"(segmentation layout) and {', '.join(detection)} (detection layout), found "
+        f"{sorted(os.listdir(root)) or 'an empty folder'}"
     )
 
 
@@ -275,8 +307,157 @@ def _register_segmentation(name: str, root: str) -> List[str]:
     return names
 
 
+def _read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise DatasetFormatError(
+            f"annotations file: expected {path} (COCO instances JSON), found nothing"
+        )
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as error:
+            raise DatasetFormatError(
+                f"annotations file {path}: expected COCO instances JSON, found invalid JSON "
+                f"({error})"
+            ) from None
+    keys = ("images", "annotations", "categories")
+    missing = [key for key in keys if key not in data] if isinstance(data, dict) else keys
+    if missing:
+        found = f"no key {missing[0]!r}" if isinstance(data, dict) else type(data).__name__
+        raise DatasetFormatError(
+            f"annotations file {path}: expected a dict with keys 'images', 'annotations' and "
+            f"'categories', found {found}"
+        )
+    return data
+
+
+def _check_fields(path: str, key: str, index: int, entry, fields: Sequence[str]) -> None:
+    missing = [field for field in fields if not isinstance(entry, dict) or field not in entry]
+    if missing:
+        raise DatasetFormatError(
+            f"annotations file {path}: expected {key}[{index}] to have {', '.join(fields)}, "
+            f"found {entry!r} without {missing[0]!r}"
+        )
+
+
+def _check_box(path: str, index: int, annotation: dict, image: dict) -> None:
+    """Check that an annotation's [x, y, w, h] box lies inside its image."""
+    box = annotation["bbox"]
+    where = f"annotations file {path}: annotations[{index}] (id {annotation.get('id')}) 'bbox'"
+    if not (isinstance(box, list) and len(box) == 4):
+        raise DatasetFormatError(f"{where}: expected [x, y, width, height], found {box!r}")
+    x, y, w, h = box
+    width, height = image["width"], image["height"]
+    inside = (
+        w >= 0
+        and h >= 0
+        and x >= -BOX_TOLERANCE
+        and y >= -BOX_TOLERANCE
+        and x + w <= width + BOX_TOLERANCE
+        and y + h <= height + BOX_TOLERANCE
+    )
+    if not inside:
+        raise DatasetFormatError(
+            f"{where}: expected a box inside image id {image['id']} ({image['file_name']}, "
+            f"{width}x{height}, tolerance {BOX_TOLERANCE} px), found [x, y, w, h] = {box}"
+        )
+
+
+def read_coco_categories(json_file: str, image_root: str) -> List[Tuple[int, str]]:
+    """Check a COCO instances file and return its categories ``(id, name)`` sorted by id.
+
+    Checks: the file exists and holds ``images``, ``annotations`` and ``categories``; at least
+    one category and one image; unique category ids; every image has ``id``, ``file_name``,
+    ``width``, ``height`` and its file exists under ``image_root``; every annotation has
+    :data:`ANNOTATION_FIELDS`, refers to a known image and category and has a ``bbox`` inside
+    its image (up to :data:`BOX_TOLERANCE`).
+    """
+    data = _read_json(json_file)
+    categories = {}
+    for index, category in enumerate(data["categories"]):
+        _check_fields(json_file, "categories", index, category, ("id", "name"))
+        if category["id"] in categories:
+            raise DatasetFormatError(
+                f"annotations file {json_file}: expected unique category ids, found id "
+                f"{category['id']} twice ({categories[category['id']]!r}, {category['name']!r})"
+            )
+        categories[category["id"]] = category["name"]
+    if not categories:
+        raise DatasetFormatError(
+            f"annotations file {json_file}: expected at least one entry in 'categories', "
+            "found none"
+        )
+    images = {}
+    for index, image in enumerate(data["images"]):
+        _check_fields(json_file, "images", index, image, ("id", "file_name", "width", "height"))
+        image_path = os.path.join(image_root, image["file_name"])
+        if not os.path.isfile(image_path):
+            raise DatasetFormatError(
+                f"annotations file {json_file}: images[{index}] (id {image['id']}) expects "
+                f"the image file {image_path}, found nothing"
+            )
+        images[image["id"]] = image
+    if not images:
+        raise DatasetFormatError(
+            f"annotations file {json_file}: expected at least one entry in 'images', found none"
+        )
+    for index, annotation in enumerate(data["annotations"]):
+        _check_fields(json_file, "annotations", index, annotation, ANNOTATION_FIELDS)
+        for key, known in (("image_id", images), ("category_id", categories)):
+            if annotation[key] not in known:
+                raise DatasetFormatError(
+                    f"annotations file {json_file}: annotations[{index}] (id "
+                    f"{annotation.get('id')}) has unknown {key} {annotation[key]!r}; expected "
+                    f"one of {sorted(known)[:20]}{' ...' if len(known) > 20 else ''}"
+                )
+        _check_box(json_file, index, annotation, images[annotation["image_id"]])
+    return sorted(categories.items())
+
+
+def detection_metadata(categories: Sequence[Tuple[int, str]]) -> dict:
+    """Class metadata of a COCO-format dataset with ``categories`` ``(id, name)`` sorted by id:
+    ``thing_classes`` and ``class_prompts`` (the names) and
+    ``thing_dataset_id_to_contiguous_id``, as detectron2's ``load_coco_json`` sets them."""
+    names = [name for _, name in categories]
+    return {
+        "thing_classes": names,
+        "class_prompts": names,
+        "thing_dataset_id_to_contiguous_id": {
+            cat_id: i for i, (cat_id, _) in enumerate(categories)
+        },
+    }
+
+
+def _register_detection(name: str, root: str) -> List[str]:
+    split_categories = {}
+    for split in SPLITS:
+        image_root = os.path.join(root, "images", split)
+        _require_dir(image_root, f"{split} images")
+        split_categories[split] = read_coco_categories(coco_instances_path(root, split), image_root)
+    first, *others = SPLITS
+    for split in others:
+        if split_categories[split] != split_categories[first]:
+            raise DatasetFormatError(
+                f"annotations file {coco_instances_path(root, split)}: expected the categories "
+                f"of {coco_instances_path(root, first)} ({split_categories[first]}), found "
+                f"{split_categories[split]}"
+            )
+    names = []
+    for split in SPLITS:
+        split_name = f"{name}_{split}"
+        register_coco_instances(
+            split_name,
+            {"dataset_root": root, **detection_metadata(split_categories[split])},
+            coco_instances_path(root, split),
+            os.path.join(root, "images", split),
+        )
+        names.append(split_name)
+    return names
+
+
 _REGISTRARS: Dict[str, Callable[[str, str], List[str]]] = {
     "segmentation": _register_segmentation,
+    "detection": _register_detection,
 }
 
 
@@ -299,10 +480,14 @@ def _already_registered(name: str, root: str) -> bool:
 def register_folder_dataset(name: str, root: str) -> List[str]:
     """Register ``{name}_train`` and ``{name}_val`` from the dataset folder ``root``.
 
-    Returns the registered names. Metadata: ``stuff_classes``, ``class_prompts``,
-    ``stuff_colors``, ``ignore_label`` (255), ``evaluator_type`` ("sem_seg"), ``image_root``,
-    ``sem_seg_root`` and ``dataset_root`` (absolute ``root``). Registering the same name from the
-    same root again is a no-op; from another root it raises :class:`DatasetFormatError`.
+    Returns the registered names. Metadata of a segmentation folder: ``stuff_classes``,
+    ``class_prompts``, ``stuff_colors``, ``ignore_label`` (255), ``evaluator_type``
+    ("sem_seg"), ``image_root``, ``sem_seg_root``; of a detection folder: ``thing_classes`` and
+    ``class_prompts`` (the category names in id order), ``thing_dataset_id_to_contiguous_id``,
+    ``evaluator_type`` ("coco"), ``json_file``, ``image_root`` (detectron2's
+    ``register_coco_instances``); both: ``dataset_root`` (absolute ``root``). Registering the
+    same name from the same root again is a no-op; from another root it raises
+    :class:`DatasetFormatError`.
     """
     root = os.path.abspath(os.path.expanduser(root))
     if _already_registered(name, root):

@@ -1,4 +1,4 @@
-"""A small synthetic segmentation dataset ("shapes in a landscape") for CPU demos and tests.
+"""Small synthetic segmentation and detection datasets ("shapes in a landscape") for CPU demos.
 
 Each image is a landscape: a "sky" (smooth vertical gradient in blues) above a wavy horizon and
 "grass" (green, vertically streaked noise) below, with 1–4 filled "circle", "square" (rotated)
@@ -25,8 +25,19 @@ parameters), then renamed into place, so a crash never leaves a half dataset tha
 their metadata at once; the data is generated on first use into
 ``$DENSECLIP_DATASETS/synthetic_seg`` (default ``~/.cache/denseclip/datasets/synthetic_seg``).
 
-CLI: ``python -m denseclip.data.synthetic OUT_DIR [--num-train N] [--num-val N] [--size H W]
-[--seed S]``.
+Detection: the same images with COCO instance annotations for the three shape classes
+(``synthetic_det_{train,val}``, COCO folder layout in ``$DENSECLIP_DATASETS/synthetic_det``).
+An instance's mask is the part of its shape left visible by the shapes painted after it (pixels
+at least half covered), as run-length-encoded COCO segmentation; its box encloses that mask;
+remnants smaller than 16 pixels are not annotated (the last shape painted is always whole, so
+every image has an instance). Defaults: 512 train / 64 val images (about 6 s and 21 MB on first
+use). Detection needs more images than segmentation: with 64 the tiny RetinaNet overfits (box AP
+on 16 val images peaks at about 11 after 200 iterations, then drops), with 512 it reaches about
+40 after 1200 iterations at batch 8 (about 5 CPU minutes). The first 64 images are the
+segmentation dataset's.
+
+CLI: ``python -m denseclip.data.synthetic OUT_DIR [--layout {segmentation,detection}]
+[--num-train N] [--num-val N] [--size H W] [--seed S]``.
 """
 
 import argparse
@@ -35,20 +46,35 @@ import json
 import os
 import shutil
 import tempfile
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
 
-from .folder import IGNORE_LABEL, SPLITS, load_segmentation_split, segmentation_metadata
+from .folder import (
+    IGNORE_LABEL,
+    SPLITS,
+    coco_instances_path,
+    detection_metadata,
+    load_segmentation_split,
+    segmentation_metadata,
+)
 
 __all__ = [
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_DATASET_NAMES",
+    "SYNTHETIC_DET_CLASSES",
+    "SYNTHETIC_DET_DATASET_NAMES",
+    "generate_instances",
     "generate_sample",
     "register_synthetic",
+    "register_synthetic_detection",
+    "synthetic_detection_root",
     "synthetic_root",
+    "write_synthetic_detection",
     "write_synthetic_segmentation",
 ]
 
@@ -58,6 +84,11 @@ SYNTHETIC_DATASET_NAMES = tuple(f"synthetic_seg_{split}" for split in SPLITS)
 MARKER_NAME = "COMPLETE.json"
 _GENERATOR_VERSION = 1
 _SKY, _GRASS, _CIRCLE, _SQUARE, _TRIANGLE = range(len(SYNTHETIC_CLASSES))
+# The shapes are the detection classes; COCO category ids 1, 2, 3.
+SYNTHETIC_DET_CLASSES = SYNTHETIC_CLASSES[_CIRCLE:]
+SYNTHETIC_DET_CATEGORIES = tuple(enumerate(SYNTHETIC_DET_CLASSES, start=1))
+SYNTHETIC_DET_DATASET_NAMES = tuple(f"synthetic_det_{split}" for split in SPLITS)
+MIN_INSTANCE_AREA = 16
 # Circumradius factors giving a square and an equilateral triangle the area of the circle, so
 # that the three shape classes cover similar pixel counts.
 _AREA_MATCHING_RADIUS = {
@@ -122,8 +153,12 @@ def _shape_coverage(rng: np.random.Generator, kind: int, height: int, width: int
     return mask.astype(np.float32) / 255.0
 
 
-def _paint_shape(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray) -> None:
-    """Draw one random shape in place: a random colour with a shading gradient, AA edges."""
+def _paint_shape(
+    rng: np.random.Generator, image: np.ndarray, labels: np.ndarray
+) -> Tuple[int, np.ndarray]:
+    """Draw one random shape in place: a random colour with a shading gradient, AA edges.
+
+    Returns its class id and its coverage (H, W) float32 in [0, 1]."""
     height, width = labels.shape
     kind = int(rng.choice([_CIRCLE, _SQUARE, _TRIANGLE]))
     coverage = _shape_coverage(rng, kind, height, width)
@@ -138,6 +173,19 @@ def _paint_shape(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray
     image[:] = image * (1 - alpha) + fill * alpha
     labels[coverage >= 1.0] = kind
     labels[(coverage > 0) & (coverage < 1.0)] = IGNORE_LABEL
+    return kind, coverage
+
+
+def _render(
+    seed: int, split_index: int, index: int, image_size: Tuple[int, int]
+) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, np.ndarray]]]:
+    """One image, its labels and its shapes ``(class id, coverage)`` in painting order."""
+    rng = np.random.default_rng([seed, split_index, index])
+    height, width = image_size
+    image, labels = _background(rng, height, width)
+    shapes = [_paint_shape(rng, image, labels) for _ in range(rng.integers(1, 5))]
+    image += rng.normal(0, 3, image.shape)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8), labels, shapes
 
 
 def generate_sample(
@@ -147,13 +195,81 @@ def generate_sample(
 
     Returns a BGR uint8 image (H, W, 3) and uint8 labels (H, W) in 0..K-1 or 255.
     """
-    rng = np.random.default_rng([seed, split_index, index])
-    height, width = image_size
-    image, labels = _background(rng, height, width)
-    for _ in range(rng.integers(1, 5)):
-        _paint_shape(rng, image, labels)
-    image += rng.normal(0, 3, image.shape)
-    return np.clip(image + 0.5, 0, 255).astype(np.uint8), labels
+    image, labels, _ = _render(seed, split_index, index, image_size)
+    return image, labels
+
+
+def generate_instances(
+    seed: int, split_index: int, index: int, image_size: Tuple[int, int]
+) -> Tuple[np.ndarray, List[dict]]:
+    """The image of :func:`generate_sample` and its shape instances.
+
+    Returns a BGR uint8 image (H, W, 3) and, in painting order, instances ``{"category_id":
+    1..3, "mask": bool (H, W)}``: the pixels at least half covered by the shape and less than
+    half covered by every shape painted after it; instances under
+    :data:`MIN_INSTANCE_AREA` pixels are left out.
+    """
+    image, _, shapes = _render(seed, split_index, index, image_size)
+    instances = []
+    for position, (kind, coverage) in enumerate(shapes):
+        visible = coverage >= 0.5
+        for _, later in shapes[position + 1 :]:
+            visible &= later < 0.5
+        if visible.sum() >= MIN_INSTANCE_AREA:
+            instances.append({"category_id": kind - _CIRCLE + 1, "mask": visible})
+    return image, instances
+
+
+def _coco_annotation(mask: np.ndarray, category_id: int, image_id: int, ann_id: int) -> dict:
+    """A COCO instance annotation: XYWH box around the mask, compressed-RLE segmentation."""
+    ys, xs = np.nonzero(mask)
+    x0, y0 = int(xs.min()), int(ys.min())
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
+        "area": int(mask.sum()),
+        "iscrowd": 0,
+        "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
+    }
+
+
+def _write_detection_files(root: str, params: dict) -> None:
+    """Write the COCO folder layout and finally the marker into ``root`` (an empty folder)."""
+    os.makedirs(os.path.join(root, "annotations"))
+    categories = [
+        {"id": cat_id, "name": name, "supercategory": "shape"}
+        for cat_id, name in SYNTHETIC_DET_CATEGORIES
+    ]
+    for split_index, (split, count) in enumerate(
+        zip(SPLITS, (params["num_train"], params["num_val"]))
+    ):
+        os.makedirs(os.path.join(root, "images", split))
+        height, width = params["image_size"]
+        images, annotations = [], []
+        for index in range(count):
+            image, instances = generate_instances(
+                params["seed"], split_index, index, (height, width)
+            )
+            file_name = f"{split}_{index:05d}.png"
+            cv2.imwrite(os.path.join(root, "images", split, file_name), image)
+            image_id = index + 1
+            images.append(
+                {"id": image_id, "file_name": file_name, "height": height, "width": width}
+            )
+            for instance in instances:
+                annotations.append(
+                    _coco_annotation(
+                        instance["mask"], instance["category_id"], image_id, len(annotations) + 1
+                    )
+                )
+        coco = {"images": images, "annotations": annotations, "categories": categories}
+        with open(coco_instances_path(root, split), "w", encoding="utf-8") as f:
+            json.dump(coco, f)
+    with open(os.path.join(root, MARKER_NAME), "w", encoding="utf-8") as f:
+        json.dump(params, f, indent=1)
 
 
 def _write_files(root: str, params: dict) -> None:
@@ -221,12 +337,18 @@ def write_synthetic_segmentation(
         "image_size": [int(image_size[0]), int(image_size[1])],
         "seed": int(seed),
     }
+    return _publish(root, params, _write_files)
+
+
+def _publish(root: str, params: dict, write_files: Callable[[str, dict], None]) -> str:
+    """Write a dataset with ``write_files(folder, params)`` into a temporary sibling of ``root``
+    and rename it into place; a no-op if ``root`` already holds it (see :func:`_check_existing`)."""
     if _check_existing(root, params):
         return root
     os.makedirs(os.path.dirname(root), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.tmp-", dir=os.path.dirname(root))
     try:
-        _write_files(tmp, params)
+        write_files(tmp, params)
         try:
             os.rename(tmp, root)
         except OSError:  # another process published first: fine if it wrote the same dataset
@@ -237,10 +359,47 @@ def write_synthetic_segmentation(
     return root
 
 
+def write_synthetic_detection(
+    root: str,
+    num_train: int = 512,
+    num_val: int = 64,
+    image_size: Tuple[int, int] = (128, 128),
+    seed: int = 0,
+) -> str:
+    """Write the synthetic detection dataset to ``root`` (COCO folder layout: ``images/{train,
+    val}/*.png``, ``annotations/instances_{train,val}.json``); return its absolute path.
+
+    Same images as :func:`write_synthetic_segmentation` with the same arguments, and the same
+    guarantees (deterministic, no-op when complete, crash- and concurrency-safe).
+    """
+    root = os.path.abspath(os.path.expanduser(root))
+    params = {
+        "generator_version": _GENERATOR_VERSION,
+        "layout": "coco_instances",
+        "classes": list(SYNTHETIC_DET_CLASSES),
+        "min_instance_area": MIN_INSTANCE_AREA,
+        "num_train": int(num_train),
+        "num_val": int(num_val),
+        "image_size": [int(image_size[0]), int(image_size[1])],
+        "seed": int(seed),
+    }
+    return _publish(root, params, _write_detection_files)
+
+
+def _datasets_dir() -> str:
+    base = os.environ.get("DENSECLIP_DATASETS") or "~/.cache/denseclip/datasets"
+    return os.path.expanduser(base)
+
+
 def synthetic_root() -> str:
     """Where the built-in dataset lives: ``$DENSECLIP_DATASETS/synthetic_seg`` (read now)."""
-    base = os.environ.get("DENSECLIP_DATASETS") or "~/.cache/denseclip/datasets"
-    return os.path.join(os.path.expanduser(base), "synthetic_seg")
+    return os.path.join(_datasets_dir(), "synthetic_seg")
+
+
+def synthetic_detection_root() -> str:
+    """Where the built-in detection dataset lives: ``$DENSECLIP_DATASETS/synthetic_det`` (read
+    now)."""
+    return os.path.join(_datasets_dir(), "synthetic_det")
 
 
 def _load_builtin(split: str) -> List[dict]:
@@ -254,18 +413,45 @@ def register_synthetic() -> None:
         MetadataCatalog.get(name).set(**segmentation_metadata(SYNTHETIC_CLASSES))
 
 
+def _load_builtin_detection(split: str, name: str) -> List[dict]:
+    root = write_synthetic_detection(synthetic_detection_root())
+    json_file = coco_instances_path(root, split)
+    image_root = os.path.join(root, "images", split)
+    metadata = MetadataCatalog.get(name)
+    # The location is known once the environment is read; COCOEvaluator needs ``json_file``. It
+    # may have set its own (a conversion of these dicts) if built before the data was loaded.
+    if metadata.get("json_file") is None:
+        metadata.set(json_file=json_file, image_root=image_root)
+    return load_coco_json(json_file, image_root, name)
+
+
+def register_synthetic_detection() -> None:
+    """Register ``synthetic_det_{train,val}``: metadata now, data generated on first load (which
+    also sets ``json_file`` and ``image_root``)."""
+    for split, name in zip(SPLITS, SYNTHETIC_DET_DATASET_NAMES):
+        DatasetCatalog.register(name, functools.partial(_load_builtin_detection, split, name))
+        MetadataCatalog.get(name).set(
+            evaluator_type="coco", **detection_metadata(SYNTHETIC_DET_CATEGORIES)
+        )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out_dir", metavar="OUT_DIR")
-    parser.add_argument("--num-train", type=int, default=64)
-    parser.add_argument("--num-val", type=int, default=16)
+    parser.add_argument("--layout", choices=("segmentation", "detection"), default="segmentation")
+    parser.add_argument("--num-train", type=int, help="default: 64 (segmentation), 512 (detection)")
+    parser.add_argument("--num-val", type=int, help="default: 16 (segmentation), 64 (detection)")
     parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    root = write_synthetic_segmentation(
-        args.out_dir, args.num_train, args.num_val, tuple(args.size), args.seed
-    )
-    print(f"synthetic dataset ({', '.join(SYNTHETIC_CLASSES)}) at {root}")
+    write, classes = {
+        "segmentation": (write_synthetic_segmentation, SYNTHETIC_CLASSES),
+        "detection": (write_synthetic_detection, SYNTHETIC_DET_CLASSES),
+    }[args.layout]
+    counts = {"num_train": args.num_train, "num_val": args.num_val}
+    counts = {key: value for key, value in counts.items() if value is not None}
+    root = write(args.out_dir, image_size=tuple(args.size), seed=args.seed, **counts)
+    print(f"synthetic {args.layout} dataset ({', '.join(classes)}) at {root}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,14 @@
 """Meta-architectures registered in detectron2's META_ARCH_REGISTRY."""
 
+from .box_seg_loss import BoxSegAuxLossMixin
+from .rcnn import DenseCLIPGeneralizedRCNN
+from .retinanet import DenseCLIPRetinaNet
 from .semantic_segmentor import DenseCLIPSemanticSegmentor, sliding_windows
 
-__all__ = ["DenseCLIPSemanticSegmentor", "sliding_windows"]
+__all__ = [
+    "BoxSegAuxLossMixin",
+    "DenseCLIPGeneralizedRCNN",
+    "DenseCLIPRetinaNet",
+    "DenseCLIPSemanticSegmentor",
+    "sliding_windows",
+]

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.structures import ImageList
 
-from ..losses import semantic_cross_entropy
+from ..losses import check_reduction, semantic_cross_entropy
 
 __all__ = ["DenseCLIPSemanticSegmentor", "sliding_windows"]
 
@@ -44,7 +44,10 @@ class DenseCLIPSemanticSegmentor(SemanticSegmentor):
         aux_loss_weight: weight of the pixel-text loss (0.4 in the official configs).
         aux_loss_reduction: "all_pixels" (mmseg) or "valid_pixels" (detectron2).
         test_mode: "slide" (official ADE20K) or "whole".
-        crop_size, stride: (h, w) window and step of slide inference.
+        crop_size, stride: (h, w) window and step of slide inference. Training batches are
+            padded to at least ``crop_size`` (images with 0, labels with the ignore value), as
+            mmseg pads every training crop, so that the "all_pixels" loss mean is taken over the
+            same number of pixels.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class DenseCLIPSemanticSegmentor(SemanticSegmentor):
         )
         if test_mode not in ("slide", "whole"):
             raise ValueError(f"test_mode must be 'slide' or 'whole', got {test_mode!r}")
+        check_reduction(aux_loss_reduction)
         self.tau = tau
         self.aux_loss_weight = aux_loss_weight
         self.aux_loss_reduction = aux_loss_reduction
@@ -83,24 +87,31 @@ class DenseCLIPSemanticSegmentor(SemanticSegmentor):
             padding_constraints=self.backbone.padding_constraints,
         )
 
+    def _pad_to_crop(self, batch: torch.Tensor, value: float) -> torch.Tensor:
+        pad_h = max(self.crop_size[0] - batch.shape[-2], 0)
+        pad_w = max(self.crop_size[1] - batch.shape[-1], 0)
+        return F.pad(batch, (0, pad_w, 0, pad_h), value=value) if pad_h or pad_w else batch
+
     def forward(self, batched_inputs: List[Dict]):
         """Training: dict of losses. Inference: ``[{"sem_seg": K×height×width logits}]``."""
         images = self.preprocess_image(batched_inputs)
         if not self.training:
             return self.inference(images, batched_inputs)
+        ignore_value = self.sem_seg_head.ignore_value
         targets = ImageList.from_tensors(
             [x["sem_seg"].to(self.device) for x in batched_inputs],
             self.backbone.size_divisibility,
-            self.sem_seg_head.ignore_value,
+            ignore_value,
             self.backbone.padding_constraints,
         ).tensor
-        features = self.backbone(images.tensor)
+        targets = self._pad_to_crop(targets, ignore_value)
+        features = self.backbone(self._pad_to_crop(images.tensor, 0.0))
         _, losses = self.sem_seg_head(features, targets)
         if "score_map" in features and self.aux_loss_weight > 0:
             aux = semantic_cross_entropy(
                 features["score_map"] / self.tau,
                 targets,
-                self.sem_seg_head.ignore_value,
+                ignore_value,
                 reduction=self.aux_loss_reduction,
             )
             losses["loss_aux_text"] = aux * self.aux_loss_weight
@@ -125,10 +136,8 @@ class DenseCLIPSemanticSegmentor(SemanticSegmentor):
         height, width = image.shape[-2:]
         windows = sliding_windows(height, width, self.crop_size, self.stride)
         crops = [image[..., y1:y2, x1:x2] for y1, y2, x1, x2 in windows]
-        if all(c.shape == crops[0].shape for c in crops):
-            crop_logits = list(self.encode_decode(torch.cat(crops)).split(1))
-        else:
-            crop_logits = [self.encode_decode(c) for c in crops]
+        # windows all have the same size: min(crop, image) in each dimension
+        crop_logits = self.encode_decode(torch.cat(crops)).split(1)
         summed = image.new_zeros((1, crop_logits[0].shape[1], height, width))
         counts = image.new_zeros((1, 1, height, width))
         for (y1, y2, x1, x2), logits in zip(windows, crop_logits):

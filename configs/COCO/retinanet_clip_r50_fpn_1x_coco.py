@@ -1,0 +1,9 @@
+"""CLIP RN50 + RetinaNet baseline on COCO (official retinanet_clip_r50_fpn_1x_coco).
+
+DenseCLIP's recipe without the text side: no attention pool, no score maps, no auxiliary loss.
+"""
+
+from ..common.models.retinanet_clip import model
+from .retinanet_denseclip_r50_fpn_1x_coco import dataloader, lr_multiplier, optimizer, train
+
+train.output_dir = "./output/retinanet_clip_r50_fpn_1x_coco"

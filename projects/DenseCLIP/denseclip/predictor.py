@@ -1,0 +1,193 @@
+"""detectron2's ``DefaultPredictor`` for LazyConfig models, plus open-vocabulary score maps.
+
+>>> predictor = Predictor("configs/Synthetic/denseclip_fpn_tiny.py", "output/demo/model_final.pth")
+>>> outputs = predictor(cv2.imread("image.jpg"))                     # {"sem_seg": K×H×W} (or
+...                                                                   #  {"instances": ...})
+>>> maps = predictor.score_maps(cv2.imread("image.jpg"), ["red circle", "sky"])   # 2×H×W
+"""
+
+import copy
+import logging
+import os
+from typing import Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn import functional as F
+
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import Metadata, MetadataCatalog
+from detectron2.data import transforms as T
+
+from .backbone import DenseCLIPBackbone
+from .checkpoint import DenseCLIPCheckpointer
+from .config import dataset_class_names, default_device, set_class_names
+from .data import parse_dataset_arg, register_folder_dataset
+from .fuse import fold_batch_norms
+
+__all__ = ["Predictor", "load_config"]
+
+logger = logging.getLogger(__name__)
+
+_FORMATS = ("BGR", "RGB")
+
+
+def load_config(
+    config_file: str, opts: Sequence[str] = (), datasets: Sequence[str] = ()
+) -> DictConfig:
+    """A LazyConfig with ``key=value`` overrides, after registering ``NAME=ROOT`` dataset
+    folders (``--dataset`` of train_net.py), for command-line tools."""
+    for spec in datasets:
+        register_folder_dataset(*parse_dataset_arg(spec))
+    return LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+
+
+def _first_name(names) -> Optional[str]:
+    if not names:
+        return None
+    return names if isinstance(names, str) else names[0]
+
+
+class Predictor:
+    """Loads a LazyConfig model and its weights once, then predicts one image per call.
+
+    Like detectron2's ``DefaultPredictor``: the image is converted to the model's channel
+    order, resized by the config's test-time augmentations
+    (``cfg.dataloader.test.mapper.augmentations``), run through the model (with its own slide or
+    whole inference) under ``torch.no_grad()``, and the outputs come back at the image's
+    resolution. As in ``train_net.py --eval-only``, the class prompts come from the test
+    dataset's metadata when it has class names.
+
+    Args:
+        cfg: a LazyConfig file path, or a loaded config (copied, never modified).
+        weights: checkpoint to load: a training checkpoint, a converted one, or a deploy export
+            (``tools/export_deploy.py``); default ``cfg.train.init_checkpoint``. Empty: the model
+            keeps its random initialisation (a warning says so).
+        input_format: channel order of the images given to the predictor, "BGR" (OpenCV,
+            detectron2's default) or "RGB".
+        device: "cpu", "cuda", ...; default ``cfg.train.device``.
+        fold_bn: fold BatchNorms into the convolutions before them (:mod:`denseclip.fuse`),
+            which makes inference faster; outputs equal the unfolded model's up to float
+            rounding.
+
+    Attributes:
+        model: the eval-mode model. metadata: the test dataset's metadata, or the model's class
+        names as ``stuff_classes``. input_format, device.
+    """
+
+    def __init__(
+        self,
+        cfg: Union[str, os.PathLike, DictConfig],
+        weights: Optional[str] = None,
+        *,
+        input_format: str = "BGR",
+        device: Optional[str] = None,
+        fold_bn: bool = True,
+    ):
+        if input_format not in _FORMATS:
+            raise ValueError(f"input_format: expected one of {_FORMATS}, got {input_format!r}")
+        if isinstance(cfg, (str, os.PathLike)):
+            cfg = LazyConfig.load(os.fspath(cfg))
+        else:
+            cfg = copy.deepcopy(cfg)
+        test_names = OmegaConf.select(cfg, "dataloader.test.dataset.names")
+        class_names = dataset_class_names(test_names) if test_names else None
+        if class_names is not None:
+            set_class_names(cfg.model, class_names)
+        self.cfg = cfg
+        self.input_format = input_format
+        self.device = device or OmegaConf.select(cfg, "train.device") or default_device()
+
+        self.model = instantiate(cfg.model).to(self.device).eval()
+        self._load_weights(
+            OmegaConf.select(cfg, "train.init_checkpoint") if weights is None else weights
+        )
+        if fold_bn:
+            fold_batch_norms(self.model)
+        self._backbone = next(
+            (m for m in self.model.modules() if isinstance(m, DenseCLIPBackbone)), None
+        )
+        mapper = OmegaConf.select(cfg, "dataloader.test.mapper") or {}
+        self._model_format = mapper.get("image_format", "BGR")
+        self._augmentations = T.AugmentationList(instantiate(mapper.get("augmentations", [])))
+        self.metadata = self._find_metadata(_first_name(test_names))
+
+    def _load_weights(self, weights: Optional[str]) -> None:
+        if not weights:
+            logger.warning(
+                "Predictor: no weights given (weights=None and train.init_checkpoint is empty); "
+                "the model keeps its random initialisation"
+            )
+            return
+        if not os.path.isfile(weights) and "://" not in weights:
+            raise FileNotFoundError(f"weights: no checkpoint file at {weights!r}")
+        DenseCLIPCheckpointer(self.model).load(weights)
+
+    def _find_metadata(self, dataset_name: Optional[str]) -> Metadata:
+        if dataset_name is not None:
+            metadata = MetadataCatalog.get(dataset_name)
+            if metadata.get("stuff_classes") or metadata.get("thing_classes"):
+                return metadata
+        names = list(self._backbone.prompts.class_names) if self._backbone is not None else []
+        return Metadata(name="denseclip_predictor", stuff_classes=names, thing_classes=names)
+
+    def _inputs(self, image: np.ndarray) -> Dict:
+        """H×W×3 image in ``input_format`` → the model's input dict (resized CHW float tensor,
+        ``height`` and ``width`` of the original)."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            found = getattr(image, "shape", type(image).__name__)
+            raise ValueError(
+                f"image: expected an H×W×3 numpy array in {self.input_format} order, got {found}"
+            )
+        if self.input_format != self._model_format:
+            image = image[:, :, ::-1]
+        height, width = image.shape[:2]
+        resized = T.AugInput(np.ascontiguousarray(image))
+        self._augmentations(resized)
+        tensor = torch.as_tensor(resized.image.astype("float32").transpose(2, 0, 1))
+        return {"image": tensor, "height": height, "width": width}
+
+    def __call__(self, image: np.ndarray) -> Dict:
+        """image: H×W×3 (``input_format``) → the model's outputs for it, e.g. ``{"sem_seg":
+        K×H×W logits}`` or ``{"instances": Instances}`` at the image's resolution."""
+        with torch.no_grad():
+            return self.model([self._inputs(image)])[0]
+
+    def score_maps(self, image: np.ndarray, texts: Union[str, Sequence[str]]) -> torch.Tensor:
+        """Pixel-text score maps of any prompts on one image (open vocabulary).
+
+        Each prompt goes through the text encoder with the learned contexts (in the class-name
+        slot: at most 3 BPE tokens with the default 5-token slot) and the context decoder
+        conditioned on this image, beside the K trained classes
+        (:meth:`DenseCLIPBackbone.text_score_maps`): a class name gives that class's score map.
+
+        Args:
+            image: H×W×3 in ``input_format``; resized as for ``__call__`` and run whole.
+            texts: T prompts (or one string).
+        Returns:
+            T×H×W raw cosine similarities in [-1, 1], bilinearly upsampled to the image.
+        """
+        if self._backbone is None:
+            raise ValueError(
+                f"score_maps needs a DenseCLIP model, but {type(self.model).__name__} has no "
+                "DenseCLIPBackbone (a CLIP baseline config?)"
+            )
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        inputs = self._inputs(image)
+        with torch.no_grad():
+            images = self.model.preprocess_image([inputs])
+            scores = self._backbone.text_score_maps(images.tensor, texts)
+            scores = F.interpolate(
+                scores, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
+            )
+            height, width = images.image_sizes[0]
+            scores = scores[..., :height, :width]
+            if (height, width) != (inputs["height"], inputs["width"]):
+                scores = F.interpolate(
+                    scores,
+                    size=(inputs["height"], inputs["width"]),
+                    mode="bilinear",
+                    align_corners=False,
+                )
+        return scores[0]

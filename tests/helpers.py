@@ -1,0 +1,150 @@
+"""Shared helpers for the end-to-end tests: run the CLI in a subprocess, read its outputs.
+
+Imported by the test modules as ``helpers`` (pytest puts ``tests/`` on ``sys.path``).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = "configs/Synthetic/denseclip_fpn_tiny.py"
+
+# The warning every run without CLIP weights prints (engine._load_initial_weights).
+NO_CLIP_WEIGHTS_PATTERN = r"no CLIP weights are loaded and the model trains from scratch"
+
+
+@dataclass
+class Run:
+    """A finished subprocess: its command, exit status, stdout+stderr and wall time."""
+
+    command: List[str]
+    returncode: int
+    output: str
+    seconds: float
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.output[-chars:]
+
+    def describe(self) -> str:
+        """For assertion messages: the command, exit status and the tail of the output."""
+        return (
+            f"\ncommand: {' '.join(self.command)}\nexit status: {self.returncode} after "
+            f"{self.seconds:.1f}s\n--- output tail ---\n{self.tail()}"
+        )
+
+
+def subprocess_env(datasets_dir: str, **extra: str) -> Dict[str, str]:
+    """The environment of a CLI run: the synthetic data under ``datasets_dir``, one thread per
+    process (the test machine has 2 cores, shared with other runs), no colour codes."""
+    env = dict(os.environ)
+    env.update(
+        DENSECLIP_DATASETS=str(datasets_dir),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        TERM="dumb",
+    )
+    env.update(extra)
+    return env
+
+
+def run_python(
+    args: Sequence[str], datasets_dir: str, timeout: float = 300, **extra_env: str
+) -> Run:
+    """Runs ``python ARGS`` in the repository root; returns a :class:`Run` (never raises on a
+    non-zero exit)."""
+    command = [sys.executable, *map(str, args)]
+    start = time.monotonic()
+    proc = subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env=subprocess_env(datasets_dir, **extra_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+    )
+    return Run(command, proc.returncode, proc.stdout, time.monotonic() - start)
+
+
+def run_train_net(
+    args: Sequence[str], datasets_dir: str, timeout: float = 300, **extra_env: str
+) -> Run:
+    """``python train_net.py ARGS`` in the repository root."""
+    return run_python(["train_net.py", *args], datasets_dir, timeout, **extra_env)
+
+
+def tiny_overrides(output_dir: str, max_iter: int = 4, **more) -> List[str]:
+    """``key=value`` overrides that keep a tiny-config run to a few seconds."""
+    values = {
+        "train.max_iter": max_iter,
+        "train.eval_period": max_iter,
+        "train.checkpointer.period": 2,
+        "train.log_period": 1,
+        "dataloader.train.total_batch_size": 2,
+        "train.output_dir": output_dir,
+    }
+    values.update(more)
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (bound to port 0, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def read_metrics(path: str) -> List[dict]:
+    """The records of detectron2's ``metrics.json`` (one JSON object a line)."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_three_class_dataset(
+    root: str, classes: Sequence[str] = ("water", "sand", "rock"), size: int = 64
+) -> str:
+    """A tiny segmentation dataset in the folder layout with 3 classes (4 train, 2 val images):
+    water above, sand below, a grey rock square, its border labelled 255 (ignore)."""
+    rng = np.random.default_rng(0)
+    with open(os.path.join(root, "classes.txt"), "w") as f:
+        f.write("\n".join(classes) + "\n")
+    for split, count in (("train", 4), ("val", 2)):
+        os.makedirs(os.path.join(root, "images", split))
+        os.makedirs(os.path.join(root, "annotations", split))
+        for index in range(count):
+            labels = np.zeros((size, size), np.uint8)
+            horizon = int(rng.integers(size // 4, 3 * size // 4))
+            labels[horizon:] = 1
+            side = int(rng.integers(size // 8, size // 3))
+            y, x = (int(v) for v in rng.integers(0, size - side, 2))
+            labels[y : y + side, x : x + side] = 255
+            labels[y + 1 : y + side - 1, x + 1 : x + side - 1] = 2
+            colors = np.array([[200, 90, 30], [120, 200, 230], [128, 128, 128]], np.float32)
+            image = colors[np.minimum(labels, 2)] + rng.normal(0, 8, (size, size, 3))
+            stem = f"{split}_{index}.png"
+            cv2.imwrite(
+                os.path.join(root, "images", split, stem), np.clip(image, 0, 255).astype(np.uint8)
+            )
+            cv2.imwrite(os.path.join(root, "annotations", split, stem), labels)
+    return root
+
+
+def eval_results(output_dir: str) -> Optional[dict]:
+    path = os.path.join(output_dir, "eval_results.json")
+    return read_json(path) if os.path.isfile(path) else None

@@ -1,0 +1,466 @@
+#!/usr/bin/env python
+"""Inference latency and peak memory of DenseCLIP, its official forward and the CLIP baseline,
+and their training-step times, side by side in one run.
+
+    python tools/benchmark.py                       # RN50 Semantic FPN, 512×512, K=150, CPU
+    python tools/benchmark.py --device cuda --amp bf16
+    python tools/benchmark.py --config-file configs/Synthetic/denseclip_fpn_tiny.py \\
+        --baseline-config-file configs/Synthetic/fpn_clip_tiny.py --size 128 --repeats 2
+
+Inference variants (one image, ``torch.no_grad``, the model's own slide/whole inference):
+
+  denseclip            cached class text embeddings, BatchNorm folded: our inference path
+                       (what ``denseclip.Predictor`` runs)
+  denseclip-unfolded   cached text embeddings, the official image path (BatchNorm kept)
+  denseclip-official   the official forward: the text encoder runs at every forward
+  baseline             CLIP + Semantic FPN, BatchNorm folded (our image path)
+  baseline-unfolded    CLIP + Semantic FPN, the official image path
+
+Fairness: the official variant is the official computation, never slowed down; the optimised
+image path (BatchNorm folding) is applied to DenseCLIP and the baseline alike, so that
+"cached / baseline" compares equal image paths, and "official / ours" is what a user gains over
+the official code. "official / cached" isolates the text cache (same image path).
+
+Latency: median (and range) of --repeats timed forwards after --warmup untimed ones, the
+variants interleaved (A B C, C B A, ...) so that load changes on a shared machine hit them
+alike. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the memory before the
+forward; on CPU the peak resident set size above the resident size before the forward (Linux
+``VmHWM``, reset through ``/proc/self/clear_refs``), each variant measured after a warm-up
+forward in a fresh process. Training step: forward with losses, backward and an optimizer step
+(the config's optimizer) on random images and labels. Prints a table, the ratios, and last a
+JSON line. Weights are random unless --weights/--baseline-weights are given: latency does not
+depend on them.
+"""
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from detectron2.config import instantiate
+
+from denseclip.backbone import DenseCLIPBackbone
+from denseclip.checkpoint import DenseCLIPCheckpointer
+from denseclip.fuse import fold_batch_norms
+from denseclip.predictor import load_config
+from denseclip.prompting import ClassTextPrompts
+
+DENSECLIP_CONFIG = "configs/ADE20K/denseclip_fpn_res50_512x512_80k.py"
+BASELINE_CONFIG = "configs/ADE20K/fpn_clipres50_512x512_80k.py"
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    baseline: bool  # CLIP + Semantic FPN, no text side
+    official_text: bool  # the text encoder runs at every forward
+    fold_bn: bool  # our inference path
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("denseclip", "cached text, BN folded (ours)", False, False, True),
+        Variant("denseclip-unfolded", "cached text, official image path", False, False, False),
+        Variant("denseclip-official", "text encoder every forward (official)", False, True, False),
+        Variant("baseline", "CLIP + Semantic FPN, BN folded", True, False, True),
+        Variant("baseline-unfolded", "CLIP + Semantic FPN (official)", True, False, False),
+    )
+}
+
+
+class OfficialTextEncoding(nn.Module):
+    """The official forward's text side: the text encoder runs at every call (official
+    ``DenseCLIP.after_extract_feat``), instead of returning the cached embeddings."""
+
+    def __init__(self, prompts: ClassTextPrompts):
+        super().__init__()
+        self.prompts = prompts
+
+    def forward(self) -> torch.Tensor:
+        """→ 1×K×C class text embeddings, computed afresh."""
+        return self.prompts.text_encoder(self.prompts.class_tokens, self.prompts.contexts)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _load_model(cfg, weights: Optional[str], device: str) -> nn.Module:
+    model = instantiate(cfg.model).to(device).eval()
+    if weights:
+        DenseCLIPCheckpointer(model).load(weights)
+    return model
+
+
+def build_variants(args, names: Sequence[str]) -> Dict[str, nn.Module]:
+    """Eval-mode models of the named variants; unfolded ones share their weights."""
+    loaded: Dict[bool, nn.Module] = {}
+    models = {}
+    for name in names:
+        variant = VARIANTS[name]
+        if variant.baseline not in loaded:
+            cfg = args.baseline_cfg if variant.baseline else args.cfg
+            weights = args.baseline_weights if variant.baseline else args.weights
+            loaded[variant.baseline] = _load_model(cfg, weights, args.device)
+        model = loaded[variant.baseline]
+        if variant.official_text or variant.fold_bn:
+            model = copy.deepcopy(model)
+        if variant.official_text:
+            for backbone in [m for m in model.modules() if isinstance(m, DenseCLIPBackbone)]:
+                backbone.prompts = OfficialTextEncoding(backbone.prompts)
+        if variant.fold_bn:
+            fold_batch_norms(model)
+        models[name] = model
+    return models
+
+
+def random_inputs(size: int, count: int = 1, seed: int = 0) -> List[Dict]:
+    generator = torch.Generator().manual_seed(seed)
+    return [{"image": torch.rand(3, size, size, generator=generator) * 255} for _ in range(count)]
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _autocast(args):
+    if args.amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(args.device).type, dtype=AMP_DTYPES[args.amp])
+
+
+def _inference(model: nn.Module, inputs: List[Dict], args) -> Callable[[], List[Dict]]:
+    def run():
+        with torch.no_grad(), _autocast(args):
+            return model(inputs)
+
+    return run
+
+
+def timed(run: Callable, device: str) -> float:
+    """Wall-clock seconds of one call, device work included."""
+    _sync(device)
+    start = time.perf_counter()
+    run()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def interleaved_times(runs: Dict[str, Callable], repeats: int, warmup: int, device: str):
+    """{name: [seconds]} of ``repeats`` timed calls of each run, after ``warmup`` untimed rounds,
+    in alternating order (A B C, C B A, ...)."""
+    names = list(runs)
+    for _ in range(warmup):
+        for name in names:
+            runs[name]()
+    times = {name: [] for name in names}
+    for index in range(repeats):
+        for name in names if index % 2 == 0 else names[::-1]:
+            times[name].append(timed(runs[name], device))
+    return times
+
+
+STAGES = {
+    "image encoder": "backbone.bottom_up.image_encoder",
+    "text encoder": "backbone.bottom_up.prompts",
+    "context decoder": "backbone.bottom_up.context_decoder",
+    "bottom-up": "backbone.bottom_up",
+    "backbone": "backbone",
+    "decode head": "sem_seg_head",
+}
+
+
+def stage_times(model: nn.Module, run: Callable, device: str) -> Dict[str, float]:
+    """Milliseconds spent in the model's parts during one call: image encoder, text encoder,
+    context decoder, score maps (rest of the bottom-up), FPN, decode head, and the
+    meta-architecture's own work (normalisation, slide windows, resizing)."""
+    modules = dict(model.named_modules())
+    inclusive, starts, handles = {}, {}, []
+    for label, name in STAGES.items():
+        if name not in modules:
+            continue
+
+        def pre_hook(module, inputs, label=label):
+            _sync(device)
+            starts[label] = time.perf_counter()
+
+        def post_hook(module, inputs, outputs, label=label):
+            _sync(device)
+            inclusive[label] = inclusive.get(label, 0.0) + time.perf_counter() - starts[label]
+
+        handles += [
+            modules[name].register_forward_pre_hook(pre_hook),
+            modules[name].register_forward_hook(post_hook),
+        ]
+    try:
+        total = timed(run, device)
+    finally:
+        for handle in handles:
+            handle.remove()
+    parts = ("image encoder", "text encoder", "context decoder")
+    ms = {label: 1000 * inclusive.get(label, 0.0) for label in parts}
+    ms["score maps"] = 1000 * inclusive["bottom-up"] - sum(ms.values())
+    ms["FPN"] = 1000 * (inclusive["backbone"] - inclusive["bottom-up"])
+    ms["decode head"] = 1000 * inclusive["decode head"]
+    ms["meta-arch"] = 1000 * (total - inclusive["backbone"] - inclusive["decode head"])
+    ms["total"] = 1000 * total
+    return ms
+
+
+def train_step_times(args, names: Sequence[str]) -> Dict[str, List[float]]:
+    """Seconds per training step (forward with losses, backward, optimizer step) of the
+    DenseCLIP (``"denseclip"``) and baseline models, interleaved."""
+    steps = {}
+    for name in names:
+        cfg = copy.deepcopy(args.baseline_cfg if name == "baseline" else args.cfg)
+        model = _load_model(cfg, None, args.device).train()
+        cfg.optimizer.params.model = model
+        optimizer = instantiate(cfg.optimizer)
+        generator = torch.Generator().manual_seed(1)
+        batch = random_inputs(args.size, args.train_batch)
+        for item in batch:
+            shape = (args.size, args.size)
+            item["sem_seg"] = torch.randint(args.num_classes, shape, generator=generator)
+
+        def step(model=model, optimizer=optimizer, batch=batch):
+            with _autocast(args):
+                losses = model(batch)
+            sum(losses.values()).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        steps[name] = step
+    return interleaved_times(steps, args.train_repeats, 1, args.device)
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_memory_mb(run: Callable, device: str) -> float:
+    """Peak memory of one call above the memory in use before it, in MiB (see module doc)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM, the peak resident set size, to the current size
+    before = _proc_status_kb("VmRSS")
+    run()
+    return (_proc_status_kb("VmHWM") - before) / 1024
+
+
+def model_mb(model: nn.Module) -> float:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def measure_memory(args, name: str) -> Dict[str, float]:
+    """Run in a fresh process: weights and peak inference memory of one variant (MiB)."""
+    model = build_variants(args, [name])[name]
+    run = _inference(model, random_inputs(args.size), args)
+    run()  # warm-up: caches, allocator pools
+    return {"model_mb": model_mb(model), "peak_mb": peak_memory_mb(run, args.device)}
+
+
+def memory_in_subprocesses(args, names: Sequence[str]) -> Dict[str, Dict[str, float]]:
+    results = {}
+    for name in names:
+        script = os.path.abspath(__file__)
+        command = [sys.executable, script, "--memory-of", name, *args.argv]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"memory measurement of {name} failed:\n{done.stderr[-3000:]}")
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def ratios(latency: Dict[str, float]) -> Dict[str, float]:
+    pairs = {
+        "cached / baseline": ("denseclip", "baseline"),
+        "cached / baseline (official image path)": ("denseclip-unfolded", "baseline-unfolded"),
+        "official / ours": ("denseclip-official", "denseclip"),
+        "official / cached (text cache alone)": ("denseclip-official", "denseclip-unfolded"),
+    }
+    return {
+        label: latency[a] / latency[b]
+        for label, (a, b) in pairs.items()
+        if a in latency and b in latency
+    }
+
+
+def _max_difference(outputs: Dict[str, List[Dict]], name: str) -> Optional[float]:
+    """Largest |Δ logit| of a variant against the official one of its family."""
+    reference = "baseline-unfolded" if VARIANTS[name].baseline else "denseclip-official"
+    if reference not in outputs:
+        return None
+    ours, theirs = outputs[name][0]["sem_seg"], outputs[reference][0]["sem_seg"]
+    return (ours.float() - theirs.float()).abs().max().item()
+
+
+def print_report(args, times, memory, outputs, train, profile) -> Dict:
+    latency = {name: 1000 * statistics.median(t) for name, t in times.items()}
+    threads = f", {torch.get_num_threads()} threads" if args.device == "cpu" else ""
+    print(
+        f"\n{args.config_file} vs {args.baseline_config_file}\n"
+        f"{args.size}×{args.size}, K={args.num_classes}, {args.device}{threads}, "
+        f"{'fp32' if args.amp == 'none' else args.amp + ' autocast'}, median of {args.repeats} "
+        f"(after {args.warmup} warm-up), variants interleaved\n"
+    )
+    header = f"{'variant':<20} {'':<40} {'latency ms':>11} {'range':>17}"
+    header += f" {'weights MB':>11} {'peak MB':>8} {'|Δ| vs official':>16}"
+    print(header)
+    for name, values in times.items():
+        low, high = 1000 * min(values), 1000 * max(values)
+        mem = memory.get(name, {})
+        diff = _max_difference(outputs, name)
+        print(
+            f"{name:<20} {VARIANTS[name].description:<40} {latency[name]:>11.1f} "
+            f"{f'{low:.0f}–{high:.0f}':>17} {mem.get('model_mb', float('nan')):>11.1f} "
+            f"{mem.get('peak_mb', float('nan')):>8.1f} "
+            f"{'' if diff is None else f'{diff:.1e}':>16}"
+        )
+    found = ratios(latency)
+    if found:
+        print()
+    for label, value in found.items():
+        print(f"  {label:<42} {value:6.3f}")
+    train_ms = {name: 1000 * statistics.median(t) for name, t in train.items()}
+    if train_ms:
+        print(f"\ntraining step (batch {args.train_batch}, median of {args.train_repeats}):")
+        for name, value in train_ms.items():
+            print(f"  {name:<42} {value:8.1f} ms")
+        if len(train_ms) == 2:
+            ratio = train_ms["denseclip"] / train_ms["baseline"]
+            print(f"  {'denseclip / baseline':<42} {ratio:6.3f}")
+    for name, parts in profile.items():
+        print(
+            f"\nwhere the time goes, {name} (ms, one forward): "
+            + ", ".join(f"{label} {value:.0f}" for label, value in parts.items())
+        )
+    return {
+        "latency_ms": latency,
+        "memory_mb": memory,
+        "ratios": found,
+        "train_step_ms": train_ms,
+        "profile_ms": profile,
+    }
+
+
+def profile_ops(run: Callable, args, name: str) -> None:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if args.device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        run()
+    sort_by = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
+    print(f"\ntorch.profiler, {name}:")
+    print(prof.key_averages().table(sort_by=sort_by, row_limit=12))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config-file", default=DENSECLIP_CONFIG, metavar="FILE")
+    parser.add_argument("--baseline-config-file", default=BASELINE_CONFIG, metavar="FILE")
+    parser.add_argument("--weights", help="DenseCLIP checkpoint (default: random weights)")
+    parser.add_argument("--baseline-weights", help="baseline checkpoint (default: random)")
+    parser.add_argument("--size", type=int, default=512, help="square image side (512)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed forwards per variant")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed forwards per variant")
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME"
+    )
+    parser.add_argument(
+        "--train-repeats", type=int, default=3, help="timed training steps (0: none)"
+    )
+    parser.add_argument("--train-batch", type=int, default=2, help="images per training step")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    parser.add_argument("--profile", action="store_true", help="print where the time goes")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", choices=["none", *AMP_DTYPES], default="none")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--memory-of", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="overrides of both configs, key=value ...",
+    )
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.cfg = load_config(args.config_file, args.opts)
+    args.baseline_cfg = load_config(args.baseline_config_file, args.opts)
+    for path, cfg in ((args.config_file, args.cfg), (args.baseline_config_file, args.baseline_cfg)):
+        if "sem_seg_head" not in cfg.model:
+            raise ValueError(
+                f"{path}: expected a semantic segmentation model (model.sem_seg_head), found "
+                f"{cfg.model.get('_target_')}"
+            )
+    args.num_classes = args.cfg.model.sem_seg_head.num_classes
+    if args.memory_of:
+        print(json.dumps(measure_memory(args, args.memory_of)))
+        return {}
+
+    models = build_variants(args, args.variants)
+    inputs = random_inputs(args.size)
+    runs = {name: _inference(model, inputs, args) for name, model in models.items()}
+    outputs = {name: run() for name, run in runs.items()}
+    times = interleaved_times(runs, args.repeats, args.warmup, args.device)
+    profile = {}
+    if args.profile:
+        for name in [n for n in ("denseclip", "denseclip-official") if n in runs]:
+            profile[name] = stage_times(models[name], runs[name], args.device)
+            profile_ops(runs[name], args, name)
+    del models, runs
+    memory = {} if args.no_memory else memory_in_subprocesses(args, args.variants)
+    train = train_step_times(args, ["denseclip", "baseline"]) if args.train_repeats else {}
+    report = print_report(args, times, memory, outputs, train, profile)
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Run a model on images and save pictures of its predictions (detectron2's Visualizer).
+
+    python tools/demo.py --config-file configs/Synthetic/denseclip_fpn_tiny.py \\
+        --weights output/demo/model_final.pth --input photos/ "more/*.jpg" --output output/pictures
+
+--input takes image files, folders (their .jpg/.jpeg/.png files) and glob patterns. Each picture
+is written as OUTPUT/<image name>.png: class regions with their names for segmentation models,
+boxes (and masks) with class names and scores for detection models. Weights default to the
+config's train.init_checkpoint; --opts overrides the config (e.g. model.test_mode=whole).
+"""
+
+import argparse
+import glob
+import os
+from typing import Dict, List, Sequence
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from detectron2.data import Metadata
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.visualizer import Visualizer
+
+from denseclip import Predictor
+from denseclip.data.folder import IMAGE_EXTENSIONS
+from denseclip.predictor import load_config
+
+
+def _is_image(path: str) -> bool:
+    return os.path.isfile(path) and os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def expand_inputs(inputs: Sequence[str]) -> List[str]:
+    """Image paths of files, folders (not recursive) and glob patterns, in the given order."""
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, name) for name in os.listdir(item))
+        else:
+            found = [item] if os.path.isfile(item) else sorted(glob.glob(item, recursive=True))
+        images = [path for path in found if _is_image(path)]
+        if not images:
+            raise FileNotFoundError(
+                f"--input {item!r}: expected an image file, a folder of images or a glob "
+                f"pattern matching images ({', '.join(IMAGE_EXTENSIONS)}), found none"
+            )
+        paths += images
+    return paths
+
+
+def output_paths(images: Sequence[str], output_dir: str) -> List[str]:
+    """OUTPUT/<stem>.png for each image; raises if two images would share a picture."""
+    outputs, sources = [], {}
+    for image in images:
+        path = os.path.join(output_dir, os.path.splitext(os.path.basename(image))[0] + ".png")
+        if path in sources and os.path.abspath(sources[path]) != os.path.abspath(image):
+            raise ValueError(
+                f"--input: {sources[path]} and {image} would both be drawn to {path}; "
+                "run them with different --output folders"
+            )
+        sources[path] = image
+        outputs.append(path)
+    return outputs
+
+
+def draw_predictions(image_rgb: np.ndarray, predictions: Dict, metadata: Metadata) -> np.ndarray:
+    """H×W×3 RGB image + a model's outputs (``sem_seg`` K×H×W logits and/or ``instances``)
+    → H×W×3 RGB picture."""
+    if "sem_seg" not in predictions and "instances" not in predictions:
+        raise ValueError(
+            f"expected 'sem_seg' or 'instances' in the outputs, got {sorted(predictions)}"
+        )
+    visualizer = Visualizer(image_rgb, metadata)
+    if "sem_seg" in predictions:
+        visualizer.draw_sem_seg(predictions["sem_seg"].argmax(dim=0).cpu(), alpha=0.6)
+    if "instances" in predictions:
+        visualizer.draw_instance_predictions(predictions["instances"].to("cpu"))
+    return visualizer.output.get_image()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="LazyConfig file")
+    parser.add_argument(
+        "--input", required=True, nargs="+", help="image files, folders or glob patterns"
+    )
+    parser.add_argument("--output", required=True, help="folder for the pictures")
+    parser.add_argument("--weights", help="checkpoint (default: train.init_checkpoint)")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: train.device)")
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="NAME=ROOT",
+        help="register a dataset folder first, as train_net.py does (class names, colours)",
+    )
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value ..."
+    )
+    args = parser.parse_args(argv)
+    setup_logger(name="fvcore")
+    setup_logger()
+
+    images = expand_inputs(args.input)
+    outputs = output_paths(images, args.output)
+    cfg = load_config(args.config_file, args.opts, args.dataset)
+    predictor = Predictor(cfg, args.weights, device=args.device)
+    os.makedirs(args.output, exist_ok=True)
+    for image_path, output_path in tqdm(list(zip(images, outputs)), desc="demo", unit="image"):
+        image = read_image(image_path, format="BGR")
+        picture = draw_predictions(image[:, :, ::-1], predictor(image), predictor.metadata)
+        cv2.imwrite(output_path, picture[:, :, ::-1])
+    print(f"wrote {len(outputs)} pictures to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
