@@ -448,26 +448,20 @@ def test_inference_notebook_executes(tmp_path, monkeypatch):
 
 
 def test_benchmark_smoke_run_prints_its_table(capsys):
-    argv = [
+    variants = ["denseclip", "denseclip-official", "baseline"]
+    argv = f"--size 128 --repeats 2 --warmup 1 --train-repeats 1 --threads 1 --variants {' '.join(variants)}"
+    configs = [
         "--config-file",
         TINY_DENSECLIP_CONFIG,
         "--baseline-config-file",
         TINY_BASELINE_CONFIG,
-        "--size",
-        "128",
-        "--repeats",
-        "2",
-        "--warmup",
-        "1",
-        "--train-repeats",
-        "1",
     ]
-    report = load_tool("benchmark").main(argv)
+    report = load_tool("benchmark").main(configs + argv.split())
     printed = capsys.readouterr().out
-    for name in ("denseclip", "denseclip-official", "baseline", "official / ours", "training step"):
-        assert name in printed
+    for text in variants + ["cached / baseline", "official / ours", "training step"]:
+        assert text in printed
     assert json.loads(printed.strip().splitlines()[-1]) == json.loads(json.dumps(report))
-    assert set(report["memory_mb"]) == set(report["latency_ms"])
-    assert (
-        report["memory_mb"]["denseclip"]["model_mb"] > report["memory_mb"]["baseline"]["model_mb"]
-    )
+    assert set(report["latency_ms"]) == set(report["memory_mb"]) == set(variants)
+    memory = report["memory_mb"]
+    assert memory["denseclip"]["model_mb"] > memory["baseline"]["model_mb"] > 0
+    assert all(m["peak_mb"] > 0 for m in memory.values())

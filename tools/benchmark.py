@@ -25,8 +25,8 @@ Latency: median (and range) of --repeats timed forwards after --warmup untimed o
 variants interleaved (A B C, C B A, ...) so that load changes on a shared machine hit them
 alike. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the memory before the
 forward; on CPU the peak resident set size above the resident size before the forward (Linux
-``VmHWM``, reset through ``/proc/self/clear_refs``), each variant measured after a warm-up
-forward in a fresh process. Training step: forward with losses, backward and an optimizer step
+``VmHWM``, reset through ``/proc/self/clear_refs``, after glibc's ``malloc_trim`` has returned
+freed memory), each variant measured after a warm-up forward in a fresh process. Training step: forward with losses, backward and an optimizer step
 (the config's optimizer) on random images and labels. Prints a table, the ratios, and last a
 JSON line. Weights are random unless --weights/--baseline-weights are given: latency does not
 depend on them.
@@ -35,6 +35,7 @@ depend on them.
 import argparse
 import contextlib
 import copy
+import ctypes
 import dataclasses
 import json
 import os
@@ -269,6 +270,7 @@ def peak_memory_mb(run: Callable, device: str) -> float:
         run()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # free heap pages back to the OS: RSS = live memory
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM, the peak resident set size, to the current size
     before = _proc_status_kb("VmRSS")
@@ -329,7 +331,7 @@ def _max_difference(outputs: Dict[str, List[Dict]], name: str) -> Optional[float
 
 def print_report(args, times, memory, outputs, train, profile) -> Dict:
     latency = {name: 1000 * statistics.median(t) for name, t in times.items()}
-    threads = f", {torch.get_num_threads()} threads" if args.device == "cpu" else ""
+    threads = f", threads: {torch.get_num_threads()}" if args.device == "cpu" else ""
     print(
         f"\n{args.config_file} vs {args.baseline_config_file}\n"
         f"{args.size}×{args.size}, K={args.num_classes}, {args.device}{threads}, "

@@ -4,31 +4,15 @@
 joins the stride-16 level (official score_concat_index=2), where the patch tokens live.
 """
 
-from detectron2.config import LazyCall as L
-
-from denseclip.clip import CLIPVisionTransformer
-
+from ..common.models.clip_vit import use_640_crops
+from ..common.models.clip_vit import vit_b16 as _vit_b16
 from .denseclip_fpn_res50_512x512_80k import dataloader, lr_multiplier, model, optimizer, train
 
 _encoder = model.backbone.bottom_up
-_encoder.image_encoder = L(CLIPVisionTransformer)(
-    input_resolution=640,
-    patch_size=16,
-    width=768,
-    layers=12,
-    heads=12,
-    output_dim=512,
-    drop_path_rate=0.1,
-    out_indices=(3, 5, 7, 11),
-    norm="SyncBN",
-)
+_encoder.image_encoder = _vit_b16
+_encoder.image_encoder.drop_path_rate = 0.1
 _encoder.prompts.text_encoder.embed_dim = 512
 _encoder.context_decoder.visual_dim = 512
-model.crop_size = (640, 640)
-model.stride = (426, 426)
-
-dataloader.train.mapper.augmentations.crop_size = 640
-dataloader.train.mapper.augmentations.scale = (2048, 640)
-dataloader.test.mapper.augmentations.scale = (2048, 640)
+use_640_crops(model, dataloader)
 
 train.output_dir = "./output/denseclip_fpn_vit-b_640x640_80k"

@@ -1,6 +1,5 @@
 """Helpers that adapt a loaded LazyConfig to the machine and to the dataset."""
 
-import logging
 from typing import List, Optional, Sequence
 
 import torch
@@ -9,8 +8,6 @@ from omegaconf import DictConfig, ListConfig
 from detectron2.data import MetadataCatalog
 
 __all__ = ["default_device", "dataset_class_names", "set_class_names"]
-
-logger = logging.getLogger(__name__)
 
 
 def default_device() -> str:
@@ -64,6 +61,4 @@ def set_class_names(model_cfg: DictConfig, class_names: Sequence[str]) -> int:
                 visit(item)
 
     visit(model_cfg)
-    if changed:
-        logger.info(f"Model set to the dataset's {len(class_names)} classes: {list(class_names)}")
     return changed

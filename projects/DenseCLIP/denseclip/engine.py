@@ -36,9 +36,10 @@ def setup(args):
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     split = "test" if args.eval_only else "train"
     class_names = dataset_class_names(cfg.dataloader[split].dataset.names)
-    if class_names is not None:
-        set_class_names(cfg.model, class_names)
-    default_setup(cfg, args)
+    changed = class_names is not None and set_class_names(cfg.model, class_names)
+    default_setup(cfg, args)  # saves config.yaml: after the classes are set
+    if changed:
+        logger.info(f"Model set to the dataset's {len(class_names)} classes: {class_names}")
     return cfg
 
 

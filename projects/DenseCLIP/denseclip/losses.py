@@ -5,7 +5,13 @@ from typing import Sequence, Tuple
 import torch
 from torch.nn import functional as F
 
-__all__ = ["LOSS_REDUCTIONS", "box_seg_aux_loss", "check_reduction", "box_seg_targets", "semantic_cross_entropy"]
+__all__ = [
+    "LOSS_REDUCTIONS",
+    "box_seg_aux_loss",
+    "check_reduction",
+    "box_seg_targets",
+    "semantic_cross_entropy",
+]
 
 #: "all_pixels": mmseg 0.19 — the mean over every label pixel, ignored ones counting as 0.
 #: "valid_pixels": detectron2 / PyTorch — the mean over non-ignored pixels only.
