@@ -114,11 +114,12 @@ def do_train(cfg, resume: bool = False) -> None:
 
     model = _ddp(model, cfg, **cfg.train.ddp)
     trainer = _build_trainer(cfg, model, train_loader, optimizer)
+    scheduler = _build_scheduler(cfg, optimizer)
     checkpointer = DenseCLIPCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
-            hooks.LRScheduler(scheduler=_build_scheduler(cfg, optimizer)),
+            hooks.LRScheduler(scheduler=scheduler),
             (
                 hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
                 if comm.is_main_process()
@@ -136,8 +137,14 @@ def do_train(cfg, resume: bool = False) -> None:
         ]
     )
     _load_initial_weights(checkpointer, cfg, resume)
+    resumed = resume and checkpointer.has_checkpoint()
+    if resumed and isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):
+        # The optimizer state restores the learning rates of the old schedule; the current
+        # config's schedule (e.g. a longer train.max_iter) decides from the first iteration on.
+        for group, lr in zip(optimizer.param_groups, scheduler.get_lr()):
+            group["lr"] = lr
     # The checkpoint stores the iteration that just finished: resume at the next one.
-    start_iter = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
+    start_iter = trainer.iter + 1 if resumed else 0
     trainer.train(start_iter, cfg.train.max_iter)
 
 
