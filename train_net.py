@@ -25,6 +25,12 @@ def argument_parser():
         help="register NAME_train and NAME_val from a dataset folder (repeatable); the model "
         "takes the dataset's class names as prompts",
     )
+    parser.add_argument(
+        "--aug-test",
+        action="store_true",
+        help="evaluate with the paper's multi-scale + flip test (scales 0.5..1.75 of 2048x512; "
+        "same as the override tta.enabled=True)",
+    )
     return parser
 
 

@@ -127,8 +127,9 @@ def build_variants(args, names: Sequence[str]) -> Dict[str, nn.Module]:
     return models
 
 
-def random_inputs(size: int, count: int = 1, seed: int = 0) -> List[Dict]:
-    generator = torch.Generator().manual_seed(seed)
+def random_inputs(size: int, count: int = 1) -> List[Dict]:
+    """``count`` model inputs with random size×size images (the same ones in every process)."""
+    generator = torch.Generator().manual_seed(0)
     return [{"image": torch.rand(3, size, size, generator=generator) * 255} for _ in range(count)]
 
 
@@ -187,10 +188,22 @@ STAGES = {
 }
 
 
-def stage_times(model: nn.Module, run: Callable, device: str) -> Dict[str, float]:
-    """Milliseconds spent in the model's parts during one call: image encoder, text encoder,
-    context decoder, score maps (rest of the bottom-up), FPN, decode head, and the
-    meta-architecture's own work (normalisation, slide windows, resizing)."""
+def _split_stages(inclusive: Dict[str, float], total: float) -> Dict[str, float]:
+    """Inclusive seconds of the STAGES modules and of the whole call → exclusive milliseconds."""
+    parts = ("image encoder", "text encoder", "context decoder")
+    ms = {label: 1000 * inclusive.get(label, 0.0) for label in parts}
+    ms["score maps"] = 1000 * inclusive["bottom-up"] - sum(ms.values())
+    ms["FPN"] = 1000 * (inclusive["backbone"] - inclusive["bottom-up"])
+    ms["decode head"] = 1000 * inclusive["decode head"]
+    ms["meta-arch"] = 1000 * (total - inclusive["backbone"] - inclusive["decode head"])
+    ms["total"] = 1000 * total
+    return ms
+
+
+def stage_times(model: nn.Module, run: Callable, device: str, repeats: int) -> Dict[str, float]:
+    """Milliseconds spent in the model's parts (median of ``repeats`` calls): image encoder,
+    text encoder, context decoder, score maps (the rest of the bottom-up), FPN, decode head and
+    the meta-architecture's own work (normalisation, slide windows, resizing)."""
     modules = dict(model.named_modules())
     inclusive, starts, handles = {}, {}, []
     for label, name in STAGES.items():
@@ -209,19 +222,15 @@ def stage_times(model: nn.Module, run: Callable, device: str) -> Dict[str, float
             modules[name].register_forward_pre_hook(pre_hook),
             modules[name].register_forward_hook(post_hook),
         ]
+    calls = []
     try:
-        total = timed(run, device)
+        for _ in range(repeats):
+            inclusive.clear()
+            calls.append(_split_stages(inclusive, timed(run, device)))
     finally:
         for handle in handles:
             handle.remove()
-    parts = ("image encoder", "text encoder", "context decoder")
-    ms = {label: 1000 * inclusive.get(label, 0.0) for label in parts}
-    ms["score maps"] = 1000 * inclusive["bottom-up"] - sum(ms.values())
-    ms["FPN"] = 1000 * (inclusive["backbone"] - inclusive["bottom-up"])
-    ms["decode head"] = 1000 * inclusive["decode head"]
-    ms["meta-arch"] = 1000 * (total - inclusive["backbone"] - inclusive["decode head"])
-    ms["total"] = 1000 * total
-    return ms
+    return {label: statistics.median(call[label] for call in calls) for label in calls[0]}
 
 
 def train_step_times(args, names: Sequence[str]) -> Dict[str, List[float]]:
@@ -288,7 +297,8 @@ def measure_memory(args, name: str) -> Dict[str, float]:
     model = build_variants(args, [name])[name]
     run = _inference(model, random_inputs(args.size), args)
     run()  # warm-up: caches, allocator pools
-    return {"model_mb": model_mb(model), "peak_mb": peak_memory_mb(run, args.device)}
+    peaks = [peak_memory_mb(run, args.device) for _ in range(3)]
+    return {"model_mb": model_mb(model), "peak_mb": statistics.median(peaks)}
 
 
 def memory_in_subprocesses(args, names: Sequence[str]) -> Dict[str, Dict[str, float]]:
@@ -366,7 +376,7 @@ def print_report(args, times, memory, outputs, train, profile) -> Dict:
             print(f"  {'denseclip / baseline':<42} {ratio:6.3f}")
     for name, parts in profile.items():
         print(
-            f"\nwhere the time goes, {name} (ms, one forward): "
+            f"\nwhere the time goes, {name} (ms, median of {args.repeats}): "
             + ", ".join(f"{label} {value:.0f}" for label, value in parts.items())
         )
     return {
@@ -412,7 +422,9 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument("--train-batch", type=int, default=2, help="images per training step")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--profile", action="store_true", help="print where the time goes")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
+    )
     parser.add_argument("--amp", choices=["none", *AMP_DTYPES], default="none")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--memory-of", choices=list(VARIANTS), help=argparse.SUPPRESS)
@@ -426,6 +438,9 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    on_gpu = args.device.startswith("cuda")
+    if args.amp == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
+        parser.error("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
     return args
 
 
@@ -454,7 +469,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     profile = {}
     if args.profile:
         for name in [n for n in ("denseclip", "denseclip-official") if n in runs]:
-            profile[name] = stage_times(models[name], runs[name], args.device)
+            profile[name] = stage_times(models[name], runs[name], args.device, args.repeats)
             profile_ops(runs[name], args, name)
     del models, runs
     memory = {} if args.no_memory else memory_in_subprocesses(args, args.variants)

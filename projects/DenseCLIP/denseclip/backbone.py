@@ -15,6 +15,8 @@ from torch import nn
 
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 
+from .clip import tokenize_class_names
+from .pre_prompting import PreModelPrompting
 from .prompting import ClassTextPrompts, ContextDecoder, score_maps
 
 __all__ = ["CLIPImageBackbone", "DenseCLIPBackbone", "FPNWithSideOutputs", "SIDE_OUTPUTS"]
@@ -72,6 +74,9 @@ class DenseCLIPBackbone(_StageBackbone):
             ``global_embedding`` (B×C) and ``dense_embedding`` (B×C×h×w).
         prompts: the class prompts and the (frozen) text encoder.
         context_decoder: post-model prompting; ``None`` uses the language prompts alone.
+        pre_model_prompting: pre-model prompting (paper Eq. 4, Table 2), instead of a context
+            decoder: per-image visual contexts replace the learnable contexts at the text
+            encoder's input, which then runs for every image. See :attr:`prompting`.
         score_scale: factor applied to the score map before concatenation (1 for segmentation,
             1/τ for detection, as in the official code).
         gamma_init: initial value of the per-channel residual weight γ.
@@ -86,6 +91,7 @@ class DenseCLIPBackbone(_StageBackbone):
         prompts: ClassTextPrompts,
         context_decoder: Optional[ContextDecoder] = None,
         *,
+        pre_model_prompting: Optional[PreModelPrompting] = None,
         score_scale: float = 1.0,
         gamma_init: float = 1e-4,
         score_concat_feature: Optional[str] = None,
@@ -94,6 +100,11 @@ class DenseCLIPBackbone(_StageBackbone):
         super().__init__(image_encoder, out_features)
         self.prompts = prompts
         self.context_decoder = context_decoder
+        self.pre_model_prompting = pre_model_prompting
+        if pre_model_prompting is not None:
+            _check_pre_model_prompting(pre_model_prompting, prompts, context_decoder)
+            # replaced by the visual contexts: frozen, so that DDP sees no unused trainable weight
+            prompts.contexts.requires_grad_(False)
         if context_decoder is not None:
             self.gamma = nn.Parameter(torch.full((image_encoder.embed_dim,), gamma_init))
         self.score_scale = score_scale
@@ -105,14 +116,33 @@ class DenseCLIPBackbone(_StageBackbone):
         self.score_concat_feature = score_concat_feature
         self._out_feature_channels[score_concat_feature] += prompts.num_classes
 
+    @property
+    def prompting(self) -> str:
+        """Vision-language prompting (Table 2): "post" (context decoder), "pre" (pre-model
+        prompting) or "none" (language-domain prompting only)."""
+        if self.pre_model_prompting is not None:
+            return "pre"
+        return "none" if self.context_decoder is None else "post"
+
+    def _pre_model_text(self, tokens: torch.Tensor, visual_context: torch.Tensor):
+        """tokens: T×L prompts, visual_context: B×(1+hw)×C → B×T×C, the text encoder run on
+        each image's visual contexts v_pre."""
+        if self.prompts.deployed:
+            raise RuntimeError("pre-model prompting needs the text encoder; prompts are deployed")
+        return self.prompts.text_encoder(tokens, self.pre_model_prompting(visual_context))
+
     def text_embeddings(self, global_embedding: torch.Tensor, dense_embedding: torch.Tensor):
         """Class text embeddings t, refined by the visual context when a decoder exists.
 
         Args:
             global_embedding: B×C (z̄); dense_embedding: B×C×h×w (z).
         Returns:
-            B×K×C, or 1×K×C when there is no context decoder (shared by the batch).
+            B×K×C, or 1×K×C when there is no context decoder nor pre-model prompting (shared
+            by the batch).
         """
+        if self.pre_model_prompting is not None:
+            visual_context = _visual_context(global_embedding, dense_embedding)
+            return self._pre_model_text(self.prompts.class_tokens, visual_context)
         text = self.prompts()
         if self.context_decoder is None:
             return text
@@ -133,6 +163,10 @@ class DenseCLIPBackbone(_StageBackbone):
         """
         features = self.image_encoder(x)
         global_embedding, dense = features["global_embedding"], features["dense_embedding"]
+        if self.pre_model_prompting is not None:
+            tokens = tokenize_class_names(texts, self.prompts.class_tokens.shape[1])
+            visual_context = _visual_context(global_embedding, dense)
+            return score_maps(dense, self._pre_model_text(tokens.to(dense.device), visual_context))
         queries = self.prompts.encode(texts)
         if self.context_decoder is not None:
             batch = dense.shape[0]
@@ -157,6 +191,23 @@ class DenseCLIPBackbone(_StageBackbone):
         outputs["score_map"] = scores
         outputs["text_embeddings"] = text
         return outputs
+
+
+def _check_pre_model_prompting(
+    pre_model_prompting: PreModelPrompting,
+    prompts: ClassTextPrompts,
+    context_decoder: Optional[ContextDecoder],
+) -> None:
+    """Pre-model prompting excludes a context decoder and must fit the text encoder's contexts."""
+    if context_decoder is not None:
+        raise ValueError("give a context_decoder (post-model) or pre_model_prompting, not both")
+    expected = prompts.contexts.shape[1:]
+    found = (pre_model_prompting.num_contexts, pre_model_prompting.context_width)
+    if tuple(expected) != found:
+        raise ValueError(
+            f"pre_model_prompting makes {found[0]} contexts of width {found[1]}; the text "
+            f"encoder takes {expected[0]} of width {expected[1]}"
+        )
 
 
 def _visual_context(global_embedding: torch.Tensor, dense_embedding: torch.Tensor) -> torch.Tensor:

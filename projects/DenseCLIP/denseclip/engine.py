@@ -5,6 +5,7 @@ DistributedDataParallel, dataset-driven class prompts, torch LR schedulers that 
 optimizer, evaluation results written as JSON, and a clear word when no CLIP weights are given.
 """
 
+import copy
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from detectron2.utils import comm
 from .checkpoint import DenseCLIPCheckpointer
 from .config import dataset_class_names, set_class_names
 from .data import parse_dataset_arg, register_folder_dataset
+from .meta_arch import SemanticSegmentorWithTTA
 
 __all__ = ["setup", "build_model", "do_test", "do_train", "main"]
 
@@ -34,6 +36,8 @@ def setup(args):
         register_folder_dataset(*parse_dataset_arg(spec))
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    if getattr(args, "aug_test", False):
+        cfg = LazyConfig.apply_overrides(cfg, ["tta.enabled=True"])
     split = "test" if args.eval_only else "train"
     class_names = dataset_class_names(cfg.dataloader[split].dataset.names)
     changed = class_names is not None and set_class_names(cfg.model, class_names)
@@ -55,12 +59,25 @@ def _ddp(model, cfg, **kwargs):
     return create_ddp_model(model, **kwargs)
 
 
+def _with_tta(cfg, model):
+    """(model, test loader config) for evaluation. With ``tta.enabled`` (``--aug-test``) the model
+    is wrapped in :class:`SemanticSegmentorWithTTA` (the other ``tta`` keys are its arguments)
+    and the test mapper does not resize: the wrapper resizes the original image to each scale."""
+    options = dict(cfg.get("tta") or {})
+    if not options.pop("enabled", False):
+        return model, cfg.dataloader.test
+    loader = copy.deepcopy(cfg.dataloader.test)
+    loader.mapper.augmentations = []
+    return SemanticSegmentorWithTTA(model, **options), loader
+
+
 def do_test(cfg, model) -> Optional[Dict]:
     """Evaluates on ``cfg.dataloader.test``; prints the table and writes ``eval_results.json``."""
     if "evaluator" not in cfg.dataloader:
         return None
+    model, loader = _with_tta(cfg, model)
     results = inference_on_dataset(
-        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+        model, instantiate(loader), instantiate(cfg.dataloader.evaluator)
     )
     if comm.is_main_process():
         print_csv_format(results)

@@ -9,6 +9,7 @@ from .clip import (
     convert_openai_clip,
     load_openai_clip_state_dict,
 )
+from .imagenet import IMAGENET_BACKBONE_PREFIX, combine_imagenet_and_clip
 from .official import (
     DENSECLIP_BACKBONE_RULES,
     RULE_TABLES,
@@ -32,6 +33,8 @@ __all__ = [
     "ConversionReport",
     "convert_openai_clip",
     "load_openai_clip_state_dict",
+    "IMAGENET_BACKBONE_PREFIX",
+    "combine_imagenet_and_clip",
     "DENSECLIP_BACKBONE_RULES",
     "RULE_TABLES",
     "SEMANTIC_FPN_RULES",

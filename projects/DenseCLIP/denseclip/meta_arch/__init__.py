@@ -4,11 +4,14 @@ from .box_seg_loss import BoxSegAuxLossMixin
 from .rcnn import DenseCLIPGeneralizedRCNN
 from .retinanet import DenseCLIPRetinaNet
 from .semantic_segmentor import DenseCLIPSemanticSegmentor, sliding_windows
+from .tta import PAPER_TTA_SCALES, SemanticSegmentorWithTTA
 
 __all__ = [
     "BoxSegAuxLossMixin",
     "DenseCLIPGeneralizedRCNN",
     "DenseCLIPRetinaNet",
     "DenseCLIPSemanticSegmentor",
+    "PAPER_TTA_SCALES",
+    "SemanticSegmentorWithTTA",
     "sliding_windows",
 ]

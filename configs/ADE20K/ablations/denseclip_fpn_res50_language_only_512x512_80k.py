@@ -1,0 +1,11 @@
+"""Table 2 row 3: DenseCLIP RN50 with language-domain prompting only (42.1 mIoU, 269 G, 46.5 M).
+
+Learnable contexts, score maps and the pixel-text loss, but no vision-to-language prompting:
+the class embeddings are the same for every image (no context decoder).
+"""
+
+from ..denseclip_fpn_res50_512x512_80k import dataloader, lr_multiplier, model, optimizer, train
+
+model.backbone.bottom_up.context_decoder = None
+
+train.output_dir = "./output/ablations/denseclip_fpn_res50_language_only_512x512_80k"

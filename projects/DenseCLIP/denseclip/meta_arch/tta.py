@@ -1,0 +1,96 @@
+"""Multi-scale + flip test-time augmentation for semantic segmentation (the paper's "MS" mIoU).
+
+mmseg's ``MultiScaleFlipAug`` + ``aug_test``: for every ratio r the ORIGINAL image is resized,
+keeping its aspect ratio, to fit ``(2048·r, 512·r)``; each scale is also run flipped; every pass
+gives softmax probabilities resized to the original size (flipped back), and their mean is the
+prediction (argmax). The model runs its own inference (slide or whole) on each pass.
+"""
+
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..data.transforms import RandomRatioResize
+
+__all__ = ["SemanticSegmentorWithTTA", "PAPER_TTA_SCALES"]
+
+#: mmseg's ``img_ratios`` of the paper's multi-scale test.
+PAPER_TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+class SemanticSegmentorWithTTA(nn.Module):
+    """Wraps a semantic segmentor (inference only) to average its predictions over scales and
+    horizontal flips, like detectron2's ``GeneralizedRCNNWithTTA``.
+
+    Each input's ``image`` is resized to the scale's target size computed from the ORIGINAL size
+    (``height``, ``width``), so the test mapper should not resize (``--aug-test`` sets the test
+    mapper's augmentations to ``[]``); given an already resized image the target sizes are the
+    same, only resized from fewer pixels. Resizing is bilinear (align_corners=False, no
+    antialiasing, like OpenCV's), rounded back to uint8 for uint8 images.
+
+    Args:
+        model: a segmentor returning ``[{"sem_seg": K×height×width logits}]`` in eval mode.
+        scales: ratios r of ``base_size``.
+        flip: also run every scale on the horizontally flipped image.
+        base_size: (long, short) target at ratio 1 (mmseg ``img_scale=(2048, 512)``).
+
+    Output: ``[{"sem_seg": K×height×width}]`` MEAN SOFTMAX PROBABILITIES (not logits).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        scales: Sequence[float] = PAPER_TTA_SCALES,
+        flip: bool = True,
+        base_size: Tuple[int, int] = (2048, 512),
+    ):
+        super().__init__()
+        if not scales:
+            raise ValueError("scales must list at least one ratio")
+        self.model = model
+        self.scales = tuple(scales)
+        self.flip = flip
+        self.base_size = tuple(base_size)
+
+    def target_size(self, height: int, width: int, scale: float) -> Tuple[int, int]:
+        """(h, w) of an original height×width image at ratio ``scale`` (mmseg's rounding)."""
+        target = (int(self.base_size[0] * scale), int(self.base_size[1] * scale))
+        return RandomRatioResize.get_output_shape(height, width, target)
+
+    def _resize(self, image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """image: 3×h×w → 3×size, bilinear; uint8 stays uint8 (rounded)."""
+        if tuple(image.shape[-2:]) == tuple(size):
+            return image
+        resized = F.interpolate(image[None].float(), size=size, mode="bilinear")[0]
+        if image.dtype.is_floating_point:
+            return resized.to(image.dtype)
+        return resized.round().clamp(0, 255).to(image.dtype)
+
+    def augmented_inputs(self, inputs: Dict) -> List[Tuple[Dict, bool]]:
+        """One input dict → [(input dict of one pass, flipped)], scales in order, then flips."""
+        image = inputs["image"]
+        height, width = inputs.get("height", image.shape[-2]), inputs.get("width", image.shape[-1])
+        passes = []
+        for scale in self.scales:
+            resized = self._resize(image, self.target_size(height, width, scale))
+            for flipped in (False, True) if self.flip else (False,):
+                pass_image = resized.flip(-1) if flipped else resized
+                passes.append(({"image": pass_image, "height": height, "width": width}, flipped))
+        return passes
+
+    def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
+        if self.model.training:
+            raise RuntimeError("test-time augmentation is for inference: call .eval() first")
+        return [{"sem_seg": self._predict(inputs)} for inputs in batched_inputs]
+
+    def _predict(self, inputs: Dict) -> torch.Tensor:
+        """→ K×height×width mean softmax probabilities over the passes."""
+        total = None
+        passes = self.augmented_inputs(inputs)
+        for pass_inputs, flipped in passes:
+            probs = self.model([pass_inputs])[0]["sem_seg"].softmax(dim=0)
+            probs = probs.flip(-1) if flipped else probs
+            total = probs if total is None else total + probs
+        return total / len(passes)

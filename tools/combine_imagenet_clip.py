@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Combine ImageNet backbone weights and CLIP's text encoder into one file for the any-backbone
+configs (paper §3.4, e.g. configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py).
+
+    # torchvision ImageNet ResNet-50 -> detectron2 names, with detectron2's own tool
+    # (detectron2/tools/ in a checkout; .venv/lib/python3.11/site-packages/tools/ here)
+    python convert-torchvision-to-d2.py resnet50-0676ba61.pth pretrained/R-50_torchvision.pkl
+    # CLIP RN50 (its text encoder is used)
+    python tools/convert_clip.py RN50.pt pretrained/RN50_denseclip.pth
+    python tools/combine_imagenet_clip.py \
+        --config-file configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py \
+        pretrained/R-50_torchvision.pkl pretrained/RN50_denseclip.pth \
+        pretrained/R-50_imagenet_clip.pth
+    python train_net.py --config-file configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py \
+        --num-gpus 8 train.init_checkpoint=pretrained/R-50_imagenet_clip.pth
+
+The ImageNet file is loaded by detectron2's checkpointer into the config's ResNet (its matching
+heuristics map torchvision-converted or MSRA Caffe2 names); the output holds the whole backbone
+and the CLIP text encoder under the model's own names.
+"""
+
+import argparse
+import os
+
+import torch
+
+from detectron2.config import LazyConfig, instantiate
+
+from denseclip.checkpoint import combine_imagenet_and_clip
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--config-file", required=True, help="an any-backbone config")
+    parser.add_argument("imagenet", help="ImageNet ResNet weights detectron2 can load (.pkl)")
+    parser.add_argument("clip", help="output of tools/convert_clip.py")
+    parser.add_argument("dst", help="output .pth for train.init_checkpoint")
+    args = parser.parse_args(argv)
+
+    for path in (args.imagenet, args.clip):
+        if not os.path.isfile(path):
+            parser.error(f"no file at {path!r}")
+    model = instantiate(LazyConfig.load(args.config_file).model)
+    clip_model = torch.load(args.clip, map_location="cpu")["model"]
+    combined = combine_imagenet_and_clip(model, args.imagenet, clip_model)
+    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
+    torch.save(
+        {"model": combined, "__author__": "denseclip/tools/combine_imagenet_clip.py"}, args.dst
+    )
+    print(f"{args.imagenet} + {args.clip} -> {args.dst}: {len(combined)} tensors")
+
+
+if __name__ == "__main__":
+    main()
