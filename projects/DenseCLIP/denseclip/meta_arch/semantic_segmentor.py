@@ -135,6 +135,8 @@ class DenseCLIPSemanticSegmentor(SemanticSegmentor):
         """1×3×H×W → 1×K×H×W: logits averaged over overlapping windows (batched together)."""
         height, width = image.shape[-2:]
         windows = sliding_windows(height, width, self.crop_size, self.stride)
+        if len(windows) == 1:
+            return self.encode_decode(image)
         crops = [image[..., y1:y2, x1:x2] for y1, y2, x1, x2 in windows]
         # windows all have the same size: min(crop, image) in each dimension
         crop_logits = self.encode_decode(torch.cat(crops)).split(1)
@@ -143,7 +145,7 @@ class DenseCLIPSemanticSegmentor(SemanticSegmentor):
         for (y1, y2, x1, x2), logits in zip(windows, crop_logits):
             summed[..., y1:y2, x1:x2] += logits
             counts[..., y1:y2, x1:x2] += 1
-        return summed / counts
+        return summed.div_(counts)
 
     def inference(self, images: ImageList, batched_inputs: List[Dict]) -> List[Dict]:
         results = []
