@@ -17,16 +17,13 @@ from detectron2.evaluation import SemSegEvaluator
 
 from denseclip.data import SYNTHETIC_CLASSES
 
+from ..common.models.denseclip_sizes import use_tiny
 from ..common.models.denseclip_fpn import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import poly_with_warmup as lr_multiplier
 from ..common.train import train
 
-_encoder = model.backbone.bottom_up
-_encoder.image_encoder.update(layers=[1, 1, 1, 1], width=16, output_dim=64, input_resolution=128)
-_encoder.prompts.text_encoder.update(width=64, heads=4, layers=2, embed_dim=64)
-_encoder.prompts.class_names = SYNTHETIC_CLASSES
-_encoder.context_decoder.update(visual_dim=64, width=32, num_heads=4, num_layers=1)
+use_tiny(model.backbone.bottom_up, SYNTHETIC_CLASSES)
 model.backbone.out_channels = 64
 model.sem_seg_head.update(num_classes=len(SYNTHETIC_CLASSES), conv_dims=32, norm="BN")
 model.test_mode = "whole"

@@ -22,14 +22,11 @@ from detectron2.layers import ShapeSpec
 
 from denseclip.data import SYNTHETIC_DET_CLASSES
 
+from ..common.models.denseclip_sizes import use_tiny
 from ..COCO.retinanet_denseclip_r50_fpn_1x_coco import lr_multiplier, model, optimizer
 from ..common.train import train
 
-_encoder = model.backbone.bottom_up
-_encoder.image_encoder.update(layers=[1, 1, 1, 1], width=16, output_dim=64, input_resolution=128)
-_encoder.prompts.text_encoder.update(width=64, heads=4, layers=2, embed_dim=64)
-_encoder.prompts.class_names = SYNTHETIC_DET_CLASSES
-_encoder.context_decoder.update(visual_dim=64, width=32, num_heads=4, num_layers=1)
+use_tiny(model.backbone.bottom_up, SYNTHETIC_DET_CLASSES)
 model.backbone.top_block.in_channels.channels = 16 * 32  # res5 of the width-16 ResNet
 model.backbone.out_channels = 64
 model.head.update(input_shape=[ShapeSpec(channels=64)] * 5, conv_dims=[64, 64])
