@@ -23,14 +23,43 @@ i is ``{i+2}``. Both heads interleave their 3×3 convs with ×2 upsampling modul
 Every tensor is kept as the checkpoint has it: in particular the text encoder, whose official
 weights differ slightly from CLIP's (mmcv's poly schedule trains its ``lr_mult=0`` group at
 ``min_lr``), is never reloaded from CLIP. The official IdentityHead (auxiliary loss) has no
-parameters. Other architectures (detection) are further ``RuleTable`` entries of
-``RULE_TABLES``, reusing ``DENSECLIP_BACKBONE_RULES``.
+parameters.
+
+Detection (mmdet 2.17; DenseCLIP and CLIP baselines) shares the backbone rules. RetinaNet (FPN
+from C3, ``start_level=1``; P6 from C5 ``on_input``, P7 from P6):
+
+    neck.lateral_convs.{i}.conv.*                  backbone.fpn_lateral{i+3}.*
+    neck.fpn_convs.{i}.conv.*  (i = 0, 1, 2)       backbone.fpn_output{i+3}.*
+    neck.fpn_convs.3.conv.*  /  .4.conv.*          backbone.top_block.p6.*  /  .p7.*
+    bbox_head.cls_convs.{j}.conv.*                 head.cls_subnet.{2j}.*   (convs and ReLUs)
+    bbox_head.reg_convs.{j}.conv.*                 head.bbox_subnet.{2j}.*
+    bbox_head.retina_cls.*                         head.cls_score.*   anchors reordered
+    bbox_head.retina_reg.*                         head.bbox_pred.*   anchors reordered
+
+The two dense predictors are the only tensors whose values change: per location, mmdet lays out
+its 9 anchors ratio-major (for each ratio, each scale) and detectron2 size-major (for each size,
+each ratio), so their output channels (anchor a, then class or box delta) are permuted by anchor
+block (:class:`PermuteAnchors`). Mask R-CNN (FPN from C2; P6 by max-pooling, no parameters):
+
+    neck.lateral_convs.{i}.conv.*                  backbone.fpn_lateral{i+2}.*
+    neck.fpn_convs.{i}.conv.*                      backbone.fpn_output{i+2}.*
+    rpn_head.rpn_conv / rpn_cls / rpn_reg          proposal_generator.rpn_head.conv /
+                                                     objectness_logits / anchor_deltas
+    roi_head.bbox_head.shared_fcs.{i}              roi_heads.box_head.fc{i+1}
+    roi_head.bbox_head.fc_cls / fc_reg             roi_heads.box_predictor.cls_score / bbox_pred
+    roi_head.mask_head.convs.{i}.conv              roi_heads.mask_head.mask_fcn{i+1}
+    roi_head.mask_head.upsample / conv_logits      roi_heads.mask_head.deconv / predictor
+
+The RPN has one scale, so its 3 anchors (ratios 0.5, 1, 2) are in the same order in both. The
+box predictor needs no change either: background is the last of the K + 1 scores in both, the
+4K deltas are class-major (dx, dy, dw, dh) in both, and mmdet's target stds (0.1, 0.1, 0.2, 0.2)
+are detectron2's weights (10, 10, 5, 5), as RetinaNet's stds 1 (and the RPN's) are weights 1.
 """
 
 import dataclasses
 import re
 from collections import Counter
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -40,9 +69,12 @@ from ..prompting import ClassTextPrompts
 __all__ = [
     "OfficialCheckpointError",
     "KeyRule",
+    "PermuteAnchors",
     "RuleTable",
     "DENSECLIP_BACKBONE_RULES",
     "SEMANTIC_FPN_RULES",
+    "RETINANET_RULES",
+    "MASK_RCNN_RULES",
     "RULE_TABLES",
     "OfficialConversion",
     "load_official_checkpoint",
@@ -58,18 +90,62 @@ class OfficialCheckpointError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class PermuteAnchors:
+    """A value transform: a dense head's output channels from mmdet's anchor order to
+    detectron2's.
+
+    Both lay out a predictor's output channels anchor by anchor (channel ``a·C + c``, C = classes
+    or 4 box deltas). mmdet's ``AnchorGenerator`` numbers a location's anchors ratio-major
+    (``a = ratio·num_scales + scale``), detectron2's ``DefaultAnchorGenerator`` size-major
+    (``a = size·num_ratios + ratio``); this moves each block of C channels (of weight and bias
+    alike, dim 0) to its detectron2 place.
+    """
+
+    num_ratios: int
+    num_scales: int
+
+    def official_order(self) -> List[int]:
+        """For each detectron2 anchor index, the mmdet anchor index it takes."""
+        return [
+            ratio * self.num_scales + scale
+            for scale in range(self.num_scales)
+            for ratio in range(self.num_ratios)
+        ]
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        num_anchors = self.num_ratios * self.num_scales
+        if tensor.dim() == 0 or tensor.shape[0] % num_anchors:
+            raise OfficialCheckpointError(
+                f"{tuple(tensor.shape)}: dim 0 is not a multiple of {num_anchors} anchors"
+            )
+        blocks = tensor.reshape(num_anchors, -1, *tensor.shape[1:])
+        return blocks[self.official_order()].reshape(tensor.shape).contiguous()
+
+    def __str__(self) -> str:
+        return (
+            f"anchors reordered ({self.num_ratios} ratios x {self.num_scales} scales: mmdet "
+            "ratio-major -> detectron2 size-major)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class KeyRule:
-    """One renaming rule: an official key pattern → our key.
+    """One renaming rule: an official key pattern → our key (and, rarely, a value transform).
 
     Args:
         pattern: regular expression that must match the whole official key.
         template: our key, a ``str.format`` template over the pattern's named groups.
         level_offset: added to the group ``level`` (an mmseg pyramid index) before formatting.
+        level_step: the group ``level`` is multiplied by it first (an official layer index
+            whose detectron2 module has other modules between layers).
+        transform: applied to the tensor (official layout → ours); None keeps it as is.
     """
 
     pattern: str
     template: str
     level_offset: int = 0
+    level_step: int = 1
+    transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     def apply(self, key: str) -> Optional[str]:
         """Our name for ``key``, or None when the rule does not match it."""
@@ -78,7 +154,7 @@ class KeyRule:
             return None
         groups = match.groupdict()
         if "level" in groups:
-            groups["level"] = int(groups["level"]) + self.level_offset
+            groups["level"] = int(groups["level"]) * self.level_step + self.level_offset
         return self.template.format(**groups)
 
 
@@ -98,10 +174,15 @@ class RuleTable:
 
     def rename(self, key: str) -> Optional[str]:
         """Our name for ``key`` by the first matching rule, or None."""
+        found = self.lookup(key)
+        return found[0] if found else None
+
+    def lookup(self, key: str) -> Optional[Tuple[str, KeyRule]]:
+        """(our name for ``key``, the first rule that matches it), or None."""
         for rule in self.rules:
             new_key = rule.apply(key)
             if new_key is not None:
-                return new_key
+                return new_key, rule
         return None
 
 
@@ -148,7 +229,103 @@ SEMANTIC_FPN_RULES = RuleTable(
     ),
 )
 
-RULE_TABLES: Tuple[RuleTable, ...] = (SEMANTIC_FPN_RULES,)
+_PARAM = r"(?P<param>weight|bias)"
+
+#: RetinaNet's 9 anchors per location: mmdet ratios (0.5, 1, 2) × octave scales 2^(0, 1/3, 2/3),
+#: detectron2 sizes (x, x·2^(1/3), x·2^(2/3)) × the same aspect ratios.
+RETINANET_ANCHORS = PermuteAnchors(num_ratios=3, num_scales=3)
+
+RETINANET_RULES = RuleTable(
+    name="RetinaNet (mmdet)",
+    marker="bbox_head.",
+    rules=(
+        *DENSECLIP_BACKBONE_RULES,
+        # the neck starts at C3 (start_level=1): its level 0 is detectron2's "3"
+        KeyRule(
+            rf"neck\.lateral_convs\.(?P<level>\d+)\.conv\.{_PARAM}",
+            "backbone.fpn_lateral{level}.{param}",
+            3,
+        ),
+        KeyRule(
+            rf"neck\.fpn_convs\.(?P<level>[0-2])\.conv\.{_PARAM}",
+            "backbone.fpn_output{level}.{param}",
+            3,
+        ),
+        KeyRule(rf"neck\.fpn_convs\.3\.conv\.{_PARAM}", "backbone.top_block.p6.{param}"),
+        KeyRule(rf"neck\.fpn_convs\.4\.conv\.{_PARAM}", "backbone.top_block.p7.{param}"),
+        # detectron2's subnets are Sequential(conv, ReLU, conv, ReLU, ...)
+        KeyRule(
+            rf"bbox_head\.cls_convs\.(?P<level>\d+)\.conv\.{_PARAM}",
+            "head.cls_subnet.{level}.{param}",
+            level_step=2,
+        ),
+        KeyRule(
+            rf"bbox_head\.reg_convs\.(?P<level>\d+)\.conv\.{_PARAM}",
+            "head.bbox_subnet.{level}.{param}",
+            level_step=2,
+        ),
+        KeyRule(
+            rf"bbox_head\.retina_cls\.{_PARAM}",
+            "head.cls_score.{param}",
+            transform=RETINANET_ANCHORS,
+        ),
+        KeyRule(
+            rf"bbox_head\.retina_reg\.{_PARAM}",
+            "head.bbox_pred.{param}",
+            transform=RETINANET_ANCHORS,
+        ),
+    ),
+)
+
+MASK_RCNN_RULES = RuleTable(
+    name="Mask R-CNN (mmdet)",
+    marker="roi_head.",
+    rules=(
+        *DENSECLIP_BACKBONE_RULES,
+        KeyRule(
+            rf"neck\.lateral_convs\.(?P<level>\d+)\.conv\.{_PARAM}",
+            "backbone.fpn_lateral{level}.{param}",
+            _FIRST_LEVEL,
+        ),
+        KeyRule(
+            rf"neck\.fpn_convs\.(?P<level>\d+)\.conv\.{_PARAM}",
+            "backbone.fpn_output{level}.{param}",
+            _FIRST_LEVEL,
+        ),
+        # one anchor scale: the 3 ratios are in the same order in both, no permutation
+        KeyRule(rf"rpn_head\.rpn_conv\.{_PARAM}", "proposal_generator.rpn_head.conv.{param}"),
+        KeyRule(
+            rf"rpn_head\.rpn_cls\.{_PARAM}",
+            "proposal_generator.rpn_head.objectness_logits.{param}",
+        ),
+        KeyRule(
+            rf"rpn_head\.rpn_reg\.{_PARAM}", "proposal_generator.rpn_head.anchor_deltas.{param}"
+        ),
+        KeyRule(
+            rf"roi_head\.bbox_head\.shared_fcs\.(?P<level>\d+)\.{_PARAM}",
+            "roi_heads.box_head.fc{level}.{param}",
+            1,
+        ),
+        KeyRule(
+            rf"roi_head\.bbox_head\.fc_cls\.{_PARAM}", "roi_heads.box_predictor.cls_score.{param}"
+        ),
+        KeyRule(
+            rf"roi_head\.bbox_head\.fc_reg\.{_PARAM}", "roi_heads.box_predictor.bbox_pred.{param}"
+        ),
+        KeyRule(
+            rf"roi_head\.mask_head\.convs\.(?P<level>\d+)\.conv\.{_PARAM}",
+            "roi_heads.mask_head.mask_fcn{level}.{param}",
+            1,
+        ),
+        KeyRule(rf"roi_head\.mask_head\.upsample\.{_PARAM}", "roi_heads.mask_head.deconv.{param}"),
+        KeyRule(
+            rf"roi_head\.mask_head\.conv_logits\.{_PARAM}",
+            "roi_heads.mask_head.predictor.{param}",
+        ),
+    ),
+)
+
+RULE_TABLES: Tuple[RuleTable, ...] = (SEMANTIC_FPN_RULES, RETINANET_RULES, MASK_RCNN_RULES)
 
 
 @dataclasses.dataclass
@@ -158,12 +335,18 @@ class OfficialConversion:
     state_dict: Dict[str, torch.Tensor]
     names: Dict[str, str]  # official key → our key
     table: RuleTable
+    transformed: Dict[str, str] = dataclasses.field(default_factory=dict)  # key → what changed
 
     def summary(self) -> str:
-        """e.g. ``"Semantic FPN (mmseg): 412 tensors (backbone 320, neck 16, ...)"``."""
+        """e.g. ``"Semantic FPN (mmseg): 412 tensors (backbone 320, neck 16, ...)"``, plus the
+        tensors whose values were transformed."""
         modules = Counter(key.split(".")[0] for key in self.names)
         counts = ", ".join(f"{module} {count}" for module, count in modules.items())
-        return f"{self.table.name}: {len(self.names)} tensors ({counts})"
+        changed = "".join(
+            f"; {count} transformed: {what}"
+            for what, count in Counter(self.transformed.values()).items()
+        )
+        return f"{self.table.name}: {len(self.names)} tensors ({counts}){changed}"
 
 
 def load_official_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
@@ -202,7 +385,8 @@ def convert_official_state_dict(
     table: Optional[RuleTable] = None,
     source: str = "the checkpoint",
 ) -> OfficialConversion:
-    """Renames an official state dict to our names.
+    """Renames an official state dict to our names (and transforms the few tensors whose rule
+    says so).
 
     Args:
         state_dict: the official ``state_dict`` (official key names).
@@ -212,12 +396,19 @@ def convert_official_state_dict(
         OfficialCheckpointError: listing every key that no rule maps.
     """
     table = table or find_rule_table(state_dict, source)
-    converted, names, unmapped = {}, {}, []
+    converted, names, transformed, unmapped = {}, {}, {}, []
     for key, value in state_dict.items():
-        new_key = table.rename(key)
-        if new_key is None:
+        found = table.lookup(key)
+        if found is None:
             unmapped.append(key)
             continue
+        new_key, rule = found
+        if rule.transform is not None:
+            try:
+                value = rule.transform(value)
+            except OfficialCheckpointError as error:
+                raise OfficialCheckpointError(f"{source}: {key} {error}") from None
+            transformed[key] = str(rule.transform)
         converted[new_key] = value
         names[key] = new_key
     if unmapped:
@@ -225,7 +416,7 @@ def convert_official_state_dict(
             f"{source}: keys that no {table.name} rule maps (see denseclip.checkpoint.official) "
             f"({len(unmapped)}):\n  " + "\n  ".join(unmapped)
         )
-    return OfficialConversion(converted, names, table)
+    return OfficialConversion(converted, names, table, transformed)
 
 
 def check_matches_model(
