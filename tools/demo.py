@@ -26,7 +26,7 @@ from detectron2.utils.visualizer import Visualizer
 
 from denseclip import Predictor
 from denseclip.data.folder import IMAGE_EXTENSIONS
-from denseclip.predictor import load_config
+from denseclip.predictor import add_config_arguments, load_config
 
 
 def _is_image(path: str) -> bool:
@@ -92,15 +92,8 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="folder for the pictures")
     parser.add_argument("--weights", help="checkpoint (default: train.init_checkpoint)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: train.device)")
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        default=[],
-        metavar="NAME=ROOT",
-        help="register a dataset folder first, as train_net.py does (class names, colours)",
-    )
-    parser.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value ..."
+    add_config_arguments(
+        parser, "register a dataset folder first, as train_net.py does (class names, colours)"
     )
     args = parser.parse_args(argv)
     setup_logger(name="fvcore")

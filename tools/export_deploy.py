@@ -21,7 +21,7 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 from denseclip import Predictor
-from denseclip.predictor import load_config
+from denseclip.predictor import add_config_arguments, load_config
 from denseclip.prompting import ClassTextPrompts
 
 
@@ -59,15 +59,8 @@ def main(argv=None):
     parser.add_argument("--config-file", required=True, metavar="FILE", help="LazyConfig file")
     parser.add_argument("--weights", required=True, help="the trained model's checkpoint")
     parser.add_argument("--output", required=True, help="the deploy checkpoint to write (.pth)")
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        default=[],
-        metavar="NAME=ROOT",
-        help="register a dataset folder first, as train_net.py does (for its class names)",
-    )
-    parser.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value ..."
+    add_config_arguments(
+        parser, "register a dataset folder first, as train_net.py does (for its class names)"
     )
     args = parser.parse_args(argv)
     setup_logger(name="fvcore")

@@ -6,6 +6,7 @@
 >>> maps = predictor.score_maps(cv2.imread("image.jpg"), ["red circle", "sky"])   # 2×H×W
 """
 
+import argparse
 import copy
 import logging
 import os
@@ -26,7 +27,7 @@ from .config import dataset_class_names, default_device, set_class_names
 from .data import parse_dataset_arg, register_folder_dataset
 from .fuse import fold_batch_norms
 
-__all__ = ["Predictor", "load_config"]
+__all__ = ["Predictor", "add_config_arguments", "load_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,17 @@ def load_config(
     for spec in datasets:
         register_folder_dataset(*parse_dataset_arg(spec))
     return LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+
+
+def add_config_arguments(parser, dataset_help: str) -> None:
+    """Adds the ``--dataset NAME=ROOT`` and ``--opts key=value ...`` arguments that
+    :func:`load_config` takes, for command-line tools."""
+    parser.add_argument(
+        "--dataset", action="append", default=[], metavar="NAME=ROOT", help=dataset_help
+    )
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value ..."
+    )
 
 
 def _first_name(names) -> Optional[str]:
