@@ -148,3 +148,34 @@ def write_three_class_dataset(
 def eval_results(output_dir: str) -> Optional[dict]:
     path = os.path.join(output_dir, "eval_results.json")
     return read_json(path) if os.path.isfile(path) else None
+
+
+def config_fields(node, key):
+    """Every value of ``key`` in a nested dict / list tree (a loaded or saved config)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            else:
+                yield from config_fields(v, key)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            yield from config_fields(item, key)
+
+
+def tiny_openai_clip():
+    """OpenAI CLIP's own model at toy widths (RN, one block per stage), random weights."""
+    from clip import model as openai
+
+    return openai.CLIP(
+        embed_dim=32,
+        image_resolution=64,
+        vision_layers=(1, 1, 1, 1),
+        vision_width=16,
+        vision_patch_size=None,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=32,
+        transformer_heads=2,
+        transformer_layers=1,
+    )

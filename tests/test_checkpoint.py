@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from clip import model as openai
+from helpers import tiny_openai_clip
 
 from detectron2.config import instantiate
 
@@ -184,22 +184,6 @@ def test_an_image_embedding_that_is_not_one_plus_a_square_is_rejected():
 # ----------------------------------------------------------------------------- checkpointer
 
 
-def tiny_openai_clip():
-    return openai.CLIP(
-        embed_dim=32,
-        image_resolution=64,
-        vision_layers=(1, 1, 1, 1),
-        vision_width=16,
-        vision_patch_size=None,
-        context_length=77,
-        vocab_size=49408,
-        transformer_width=32,
-        transformer_heads=2,
-        transformer_layers=1,
-    )
-
-
-@pytest.fixture
 def clip_model_pair(tiny_config):
     """(OpenAI state dict, our tiny model with matching widths)."""
     torch.manual_seed(0)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from detectron2.config import LazyConfig, instantiate
+from helpers import config_fields
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -293,19 +294,6 @@ def test_ade20k_configs_follow_the_official_recipe(path):
 # ---------------------------------------------------------------------------------- tiny configs
 
 
-def _fields(node, key):
-    """Every value of ``key`` in a nested config."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == key:
-                yield v
-            else:
-                yield from _fields(v, key)
-    elif isinstance(node, (list, tuple)):
-        for item in node:
-            yield from _fields(item, key)
-
-
 @pytest.mark.parametrize("path", SYNTHETIC_CONFIGS, ids=[_id(p) for p in SYNTHETIC_CONFIGS])
 def test_synthetic_configs_defaults(path):
     """Tiny configs: built-in synthetic data, batch 8, 128x128 images, from scratch, a CPU-minutes
@@ -328,9 +316,9 @@ def test_synthetic_configs_defaults(path):
     classes = dataset_class_names(train_names)
     assert classes, f"{train_names} has no class names in its metadata"
     model = OmegaConf.to_container(cfg, resolve=True)["model"]
-    num_classes = list(_fields(model, "num_classes"))
+    num_classes = list(config_fields(model, "num_classes"))
     assert num_classes and all(k == len(classes) for k in num_classes), (num_classes, classes)
-    class_names = list(_fields(model, "class_names"))
+    class_names = list(config_fields(model, "class_names"))
     assert all(list(names) == classes for names in class_names), (class_names, classes)
     assert bool(class_names) == _is_denseclip(path)
 

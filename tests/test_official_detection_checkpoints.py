@@ -14,6 +14,7 @@ import warnings
 import pytest
 import torch
 from conftest import REPO_ROOT
+from helpers import tiny_openai_clip
 
 from detectron2.config import LazyConfig, instantiate
 
@@ -258,21 +259,8 @@ def test_unknown_detection_keys_are_an_error_naming_them(arch, official, unknown
 @pytest.fixture(scope="module")
 def tiny_clip():
     """OpenAI CLIP's own model at toy widths (RN, 1 block per stage), random weights, eval."""
-    import clip
-
     torch.manual_seed(0)
-    model = clip.model.CLIP(
-        embed_dim=32,
-        image_resolution=64,
-        vision_layers=(1, 1, 1, 1),
-        vision_width=16,
-        vision_patch_size=None,
-        context_length=77,
-        vocab_size=49408,
-        transformer_width=32,
-        transformer_heads=2,
-        transformer_layers=1,
-    ).eval()
+    model = tiny_openai_clip().eval()
     with torch.no_grad():  # BN statistics away from 0/1, so that the test sees them
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):

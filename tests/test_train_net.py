@@ -18,6 +18,7 @@ import torch
 from helpers import (
     NO_CLIP_WEIGHTS_PATTERN,
     TINY_CONFIG,
+    config_fields,
     eval_results,
     free_port,
     read_json,
@@ -305,19 +306,6 @@ def test_dataset_folder_sets_the_models_classes(folder_dataset_run):
     assert iou_keys == {f"IoU-{name}" for name in THREE_CLASSES}, results
 
 
-def _fields(node, key):
-    """Every value of ``key`` in a nested dict/list tree."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == key:
-                yield v
-            else:
-                yield from _fields(v, key)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _fields(item, key)
-
-
 def test_dataset_folder_classes_are_in_the_saved_model_config(folder_dataset_run):
     import yaml
 
@@ -325,8 +313,8 @@ def test_dataset_folder_classes_are_in_the_saved_model_config(folder_dataset_run
     assert run.returncode == 0, run.describe()
     with open(os.path.join(out, "config.yaml")) as f:
         model = yaml.safe_load(f)["model"]
-    class_names = list(_fields(model, "class_names"))
-    num_classes = list(_fields(model, "num_classes"))
+    class_names = list(config_fields(model, "class_names"))
+    num_classes = list(config_fields(model, "num_classes"))
     assert class_names and all(list(v) == list(THREE_CLASSES) for v in class_names), class_names
     assert num_classes and all(v == 3 for v in num_classes), num_classes
     state = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)
