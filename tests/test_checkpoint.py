@@ -184,6 +184,7 @@ def test_an_image_embedding_that_is_not_one_plus_a_square_is_rejected():
 # ----------------------------------------------------------------------------- checkpointer
 
 
+@pytest.fixture
 def clip_model_pair(tiny_config):
     """(OpenAI state dict, our tiny model with matching widths)."""
     torch.manual_seed(0)
