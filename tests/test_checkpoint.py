@@ -192,7 +192,6 @@ def clip_model_pair(tiny_config):
     encoder = tiny_config.model.backbone.bottom_up
     encoder.image_encoder.update(width=16, output_dim=32)  # input_resolution stays 128
     encoder.prompts.text_encoder.update(width=32, heads=2, layers=1, embed_dim=32)
-    encoder.context_decoder.visual_dim = 32
     torch.manual_seed(1)
     return source, instantiate(tiny_config.model)
 

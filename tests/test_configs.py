@@ -36,6 +36,7 @@ RN50 = "configs/ADE20K/denseclip_fpn_res50_512x512_80k.py"
 RN101 = "configs/ADE20K/denseclip_fpn_res101_512x512_80k.py"
 VIT_B = "configs/ADE20K/denseclip_fpn_vit-b_640x640_80k.py"
 CLIP_RN50 = "configs/ADE20K/fpn_clipres50_512x512_80k.py"
+SWIN_T = "configs/ADE20K/denseclip_fpn_swin-t_imagenet_512x512_80k.py"
 
 TEXT_ENCODER_PREFIX = "backbone.bottom_up.prompts.text_encoder."
 IMAGE_ENCODER_PREFIX = "backbone.bottom_up.image_encoder."
@@ -149,6 +150,7 @@ SCORE_LATERALS = {
     RN101: ("fpn_lateral5", 2048 + NUM_ADE20K_CLASSES),
     VIT_B: ("fpn_lateral4", 768 + NUM_ADE20K_CLASSES),
     CLIP_RN50: ("fpn_lateral5", 2048),  # baseline: no score map
+    SWIN_T: ("fpn_lateral5", 768 + NUM_ADE20K_CLASSES),
 }
 
 
@@ -172,6 +174,21 @@ def test_score_maps_widen_one_fpn_lateral(built):
             assert in_channels < 2048, others
 
 
+@_params([SWIN_T])
+def test_swin_t_config_holds_swin_t_under_a_768_channel_attention_pool(built):
+    """Swin-T has 28,288,354 parameters with its ImageNet classifier (LayerNorm 768 + 1000-way
+    head); the segmentation backbone drops it and adds a LayerNorm per output; drop path 0.3."""
+    _, _, model = built
+    encoder = model.backbone.bottom_up.image_encoder
+    swin = encoder.backbone
+    count = sum(p.numel() for p in swin.parameters())
+    classifier = 2 * 768 + 768 * 1000 + 1000
+    assert count == 28_288_354 - classifier + 2 * (96 + 192 + 384 + 768)
+    assert swin.layers[3].blocks[1].drop_path.drop_prob == pytest.approx(0.3)
+    pool = encoder.attnpool
+    assert (pool.k_proj.in_features, pool.c_proj.out_features, pool.num_heads) == (768, 1024, 12)
+
+
 @_params([RN50])
 def test_rn50_denseclip_predicts_150_classes_at_64x64(built):
     _, _, model = built
@@ -188,6 +205,16 @@ def _optimizer(cfg, model):
     return instantiate(cfg.optimizer)
 
 
+def _lr_and_decay_by_parameter(optimizer):
+    """{id(parameter): (lr, weight_decay)}; fails if a parameter is in two groups."""
+    group_of = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            assert id(p) not in group_of, "a parameter is in two groups"
+            group_of[id(p)] = (group["lr"], group["weight_decay"])
+    return group_of
+
+
 @_params([RN50])
 def test_ade20k_optimizer_param_groups_follow_the_official_recipe(built):
     """Image encoder lr x0.1, context decoder norm1..3 without decay, text encoder left out,
@@ -195,11 +222,7 @@ def test_ade20k_optimizer_param_groups_follow_the_official_recipe(built):
     _, cfg, model = built
     optimizer = _optimizer(cfg, model)
     assert isinstance(optimizer, torch.optim.AdamW)
-    group_of = {}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            assert id(p) not in group_of, "a parameter is in two groups"
-            group_of[id(p)] = (group["lr"], group["weight_decay"])
+    group_of = _lr_and_decay_by_parameter(optimizer)
 
     norm = re.compile(r"^backbone\.bottom_up\.context_decoder\.decoder\.\d+\.norm[123]\.")
     seen = {"image": 0, "norm": 0, "text": 0, "other": 0}
@@ -224,6 +247,27 @@ def test_ade20k_optimizer_param_groups_follow_the_official_recipe(built):
     assert all(seen.values()), seen
     for name in ("backbone.bottom_up.prompts.contexts", "backbone.bottom_up.gamma"):
         assert group_of[id(dict(model.named_parameters())[name])] == pytest.approx((1e-4, 1e-4))
+
+
+@_params([SWIN_T])
+def test_swin_t_trains_at_0_1x_with_undecayed_relative_position_bias_tables(built):
+    """The ResNet rows' recipe (backbone lr x0.1, new attention pool x1) plus Swin's rule of no
+    weight decay on the relative position bias tables."""
+    _, cfg, model = built
+    group_of = _lr_and_decay_by_parameter(_optimizer(cfg, model))
+    swin = IMAGE_ENCODER_PREFIX + "backbone."
+    tables = 0
+    for name, p in model.named_parameters():
+        if name.startswith(swin):
+            undecayed = name.endswith("relative_position_bias_table")
+            tables += undecayed
+            expected = (1e-5, 0.0 if undecayed else 1e-4)
+        elif name.startswith(IMAGE_ENCODER_PREFIX + "attnpool."):
+            expected = (1e-4, 1e-4)
+        else:
+            continue
+        assert group_of[id(p)] == pytest.approx(expected, rel=1e-9), name
+    assert tables == 12  # one per block
 
 
 def poly_with_warmup_lr(it, base_lr, max_iter, power, min_lr, warmup_iters, warmup_ratio):

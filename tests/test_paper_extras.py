@@ -4,14 +4,18 @@ prompting and the prompting ablation of Table 2, and any (ImageNet) backbone (§
 import importlib.util
 import os
 import pickle
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from detectron2.config import LazyConfig, instantiate
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import Backbone
 
 from conftest import REPO_ROOT
+from helpers import eval_results, run_python, run_train_net, tiny_overrides
 from denseclip.checkpoint import (
     IMAGENET_BACKBONE_PREFIX,
     TEXT_ENCODER_PREFIX,
@@ -20,6 +24,7 @@ from denseclip.checkpoint import (
 from denseclip.data.synthetic import generate_sample
 from denseclip.engine import _with_tta
 from denseclip.flops import InferenceFlopCountAnalysis
+from denseclip.imagenet_backbone import ImageNetDenseEncoder
 from denseclip.meta_arch import SemanticSegmentorWithTTA
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -48,6 +53,15 @@ def adamw_losses(model, batch, steps=6):
         total.backward()
         optimizer.step()
     return totals
+
+
+def load_python_file(relative_path):
+    """A Python file of the repository (not a package module) loaded as a module."""
+    name = os.path.splitext(os.path.basename(relative_path))[0]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, relative_path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def build(config, crop=64, seed=0):
@@ -105,11 +119,7 @@ def test_without_the_tta_switch_evaluation_is_single_scale(tiny_config, segmento
 
 
 def test_train_net_has_an_aug_test_flag():
-    spec = importlib.util.spec_from_file_location(
-        "train_net", os.path.join(REPO_ROOT, "train_net.py")
-    )
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
+    train_net = load_python_file("train_net.py")
     args = train_net.argument_parser().parse_args(["--config-file", "x.py", "--aug-test"])
     assert args.aug_test
 
@@ -122,11 +132,59 @@ def pre_model_config(load_tiny_config):
     return load_tiny_config("denseclip_fpn_pre_model_tiny")
 
 
-def test_prompting_modes_of_the_tiny_configs(tiny_config, pre_model_config):
-    assert build(tiny_config).backbone.bottom_up.prompting == "post"
-    assert build(pre_model_config).backbone.bottom_up.prompting == "pre"
-    tiny_config.model.backbone.bottom_up.context_decoder = None
-    assert build(tiny_config).backbone.bottom_up.prompting == "none"
+@pytest.mark.parametrize(
+    "name, mode",
+    [
+        ("denseclip_fpn_tiny", "post"),
+        ("denseclip_fpn_pre_model_tiny", "pre"),
+        ("denseclip_fpn_language_only_tiny", "none"),
+    ],
+)
+def test_prompting_modes_of_the_tiny_configs(load_tiny_config, name, mode):
+    assert build(load_tiny_config(name)).backbone.bottom_up.prompting == mode
+
+
+@pytest.fixture(scope="module")
+def set_prompting():
+    return load_python_file("configs/common/models/prompting.py").set_prompting
+
+
+@pytest.mark.parametrize("start", ["post", "pre", "none"])
+@pytest.mark.parametrize("mode", ["post", "pre", "none"])
+def test_prompting_switch_turns_any_mode_into_any_other(tiny_config, set_prompting, start, mode):
+    sizes = lambda m: {} if m == "none" else {"width": 32, "num_layers": 1}  # noqa: E731
+    bottom_up = tiny_config.model.backbone.bottom_up
+    set_prompting(bottom_up, start, **sizes(start))
+    set_prompting(bottom_up, mode, **sizes(mode))
+    backbone = build(tiny_config).backbone.bottom_up.eval()
+    assert backbone.prompting == mode
+    with torch.no_grad():
+        assert backbone(torch.randn(2, 3, 64, 64))["score_map"].shape == (2, 5, 2, 2)
+
+
+@pytest.mark.parametrize("mode", ["post", "pre"])
+def test_prompting_decoders_follow_a_later_change_of_the_joint_space(
+    tiny_config, set_prompting, mode
+):
+    bottom_up = tiny_config.model.backbone.bottom_up
+    set_prompting(bottom_up, mode, width=32, num_layers=1)
+    bottom_up.prompts.text_encoder.update(width=32, heads=2, embed_dim=48)
+    bottom_up.image_encoder.output_dim = 48
+    backbone = build(tiny_config).backbone.bottom_up.eval()
+    with torch.no_grad():
+        assert backbone(torch.randn(1, 3, 64, 64))["text_embeddings"].shape[-1] == 48
+    if mode == "pre":
+        assert backbone.pre_model_prompting.context_width == 32
+
+
+def test_prompting_switch_rejects_unknown_modes_and_sizes_without_a_decoder(
+    tiny_config, set_prompting
+):
+    bottom_up = tiny_config.model.backbone.bottom_up
+    with pytest.raises(ValueError, match=r"'both'.*expected one of \('post', 'pre', 'none'\)"):
+        set_prompting(bottom_up, "both")
+    with pytest.raises(ValueError, match=r"'none' has no decoder to size, got \['width'\]"):
+        set_prompting(bottom_up, "none", width=32)
 
 
 def test_pre_model_prompting_makes_image_dependent_text_embeddings(pre_model_config):
@@ -208,18 +266,75 @@ def imagenet_config(load_tiny_config):
     return load_tiny_config("denseclip_fpn_imagenet_tiny")
 
 
-def test_imagenet_backbone_trains_and_gets_gradients_from_the_aux_loss(imagenet_config):
-    model = build(imagenet_config)
+@pytest.fixture
+def swin_config(load_tiny_config):
+    return load_tiny_config("denseclip_fpn_swin_tiny")
+
+
+# tiny any-backbone config → backbone parts that the aux loss (on the stride-32 stage) reaches
+ANY_BACKBONE_PARTS = {
+    "denseclip_fpn_imagenet_tiny": ("stem", "res2", "res5"),
+    "denseclip_fpn_swin_tiny": ("patch_embed", "layers.0", "layers.3", "norm3"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ANY_BACKBONE_PARTS))
+def test_any_backbone_trains_and_gets_gradients_from_the_aux_loss(load_tiny_config, name):
+    model = build(load_tiny_config(name))
     batch = synthetic_batch()
     model.train()
     losses = model(batch)
     losses["loss_aux_text"].backward()
-    resnet = model.backbone.bottom_up.image_encoder.backbone
-    for stage in ("stem", "res2", "res5"):
-        grads = [p.grad for p in getattr(resnet, stage).parameters()]
-        assert any(g is not None and g.abs().sum() > 0 for g in grads), stage
+    backbone = model.backbone.bottom_up.image_encoder.backbone
+    for part in ANY_BACKBONE_PARTS[name]:
+        grads = [p.grad for p in backbone.get_submodule(part).parameters()]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), part
     totals = adamw_losses(model, batch)
     assert totals[-1] < 0.9 * totals[0], totals
+
+
+def test_swin_outputs_are_named_by_stride_like_resnet_stages(swin_config):
+    encoder = build(swin_config).backbone.bottom_up.image_encoder
+    assert encoder.stage_names == {"p0": "res2", "p1": "res3", "p2": "res4", "p3": "res5"}
+    assert encoder.stage_strides == {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+    with torch.no_grad():
+        outputs = encoder(torch.randn(1, 3, 64, 96))
+    shapes = {k: tuple(v.shape) for k, v in outputs.items()}
+    assert shapes == {
+        "res2": (1, 16, 16, 24),
+        "res3": (1, 32, 8, 12),
+        "res4": (1, 64, 4, 6),
+        "res5": (1, 128, 2, 3),
+        "global_embedding": (1, 64),
+        "dense_embedding": (1, 64, 2, 3),
+    }
+
+
+class _FixedShapes(Backbone):
+    """A Backbone stub with the given {name: stride} outputs (8 channels each)."""
+
+    def __init__(self, strides):
+        super().__init__()
+        self._shapes = {n: ShapeSpec(channels=8, stride=s) for n, s in strides.items()}
+
+    def output_shape(self):
+        return self._shapes
+
+    def forward(self, x):
+        raise NotImplementedError("shapes only")
+
+
+@pytest.mark.parametrize(
+    "strides, message",
+    [
+        ({"stem": 4, "res2": 4, "res5": 32}, r"several outputs at one stride: \{'stem': 4"),
+        ({"a": 12, "b": 32}, r"output 'a' has stride 12, expected a power of 2"),
+        ({"c2": 4, "c4": 16}, r"no 'res5' output \(its outputs by stride: \['res2', 'res4'\]\)"),
+    ],
+)
+def test_backbones_whose_outputs_cannot_be_named_by_stride_are_rejected(strides, message):
+    with pytest.raises(ValueError, match=message):
+        ImageNetDenseEncoder(_FixedShapes(strides), output_dim=16, heads=2)
 
 
 def test_imagenet_and_clip_weights_combine_into_one_init_checkpoint(imagenet_config, tmp_path):
@@ -239,3 +354,118 @@ def test_imagenet_and_clip_weights_combine_into_one_init_checkpoint(imagenet_con
     assert all(k.startswith((IMAGENET_BACKBONE_PREFIX, TEXT_ENCODER_PREFIX)) for k in combined)
     for key, value in resnet.items():
         torch.testing.assert_close(model.state_dict()[IMAGENET_BACKBONE_PREFIX + key], value)
+
+
+def swin_release_state_dict(swin):
+    """``swin``'s weights as microsoft/Swin-Transformer releases them for ImageNet: no per-output
+    norms (detection/segmentation add them), a classifier norm and head, attention mask
+    buffers."""
+    weights = {k: v for k, v in swin.state_dict().items() if not re.match(r"norm\d\.", k)}
+    width = swin.num_features[-1]
+    weights.update(
+        {
+            "norm.weight": torch.rand(width),
+            "norm.bias": torch.rand(width),
+            "head.weight": torch.rand(1000, width),
+            "head.bias": torch.rand(1000),
+            "layers.0.blocks.1.attn_mask": torch.zeros(4, 16, 16),
+        }
+    )
+    return weights
+
+
+def test_swin_release_and_clip_weights_combine_into_one_init_checkpoint(swin_config, tmp_path):
+    source = build(swin_config, seed=1)
+    release = swin_release_state_dict(source.backbone.bottom_up.image_encoder.backbone)
+    swin_file = tmp_path / "swin_tiny_patch4_window7_224.pth"
+    torch.save({"model": release}, swin_file)
+    clip_model = {k: v for k, v in source.state_dict().items() if "bottom_up.prompts" in k}
+
+    model = build(swin_config, seed=2)
+    combined = combine_imagenet_and_clip(model, str(swin_file), clip_model)
+    model.load_state_dict(combined, strict=False)
+    state = model.state_dict()
+    loaded = [k for k in release if IMAGENET_BACKBONE_PREFIX + k in state]
+    assert len(loaded) == len(release) - 5  # all but the classifier and the attention mask
+    for key in loaded:
+        torch.testing.assert_close(state[IMAGENET_BACKBONE_PREFIX + key], release[key])
+    for i in range(4):  # the per-output norms start from LayerNorm's initialisation
+        assert torch.equal(
+            combined[f"{IMAGENET_BACKBONE_PREFIX}norm{i}.weight"], torch.ones(16 << i)
+        )
+
+
+def test_imagenet_file_missing_backbone_weights_is_rejected_with_the_file_and_keys(
+    swin_config, tmp_path
+):
+    model = build(swin_config)
+    release = swin_release_state_dict(model.backbone.bottom_up.image_encoder.backbone)
+    del release["layers.2.blocks.0.mlp.fc1.weight"]
+    swin_file = tmp_path / "swin_s.pth"
+    torch.save({"model": release}, swin_file)
+    message = r"swin_s.pth leaves 1 weights of the SwinTransformer backbone missing, e.g. \['layers"
+    with pytest.raises(ValueError, match=message):
+        combine_imagenet_and_clip(model, str(swin_file), {TEXT_ENCODER_PREFIX + "x": torch.ones(1)})
+
+
+# ----------------------------------------------------------------------------- command line
+
+SWIN_TINY = "configs/Synthetic/denseclip_fpn_swin_tiny.py"
+
+
+def test_combine_tool_writes_weights_that_train_net_starts_from(
+    swin_config, tmp_path, datasets_dir
+):
+    source = build(swin_config, seed=1)
+    release = swin_release_state_dict(source.backbone.bottom_up.image_encoder.backbone)
+    text = {k: v for k, v in source.state_dict().items() if k.startswith(TEXT_ENCODER_PREFIX)}
+    torch.save({"model": release}, tmp_path / "swin.pth")
+    torch.save({"model": text}, tmp_path / "clip.pth")  # as tools/convert_clip.py writes
+    combined_file = tmp_path / "combined" / "swin_clip.pth"
+    paths = [tmp_path / "swin.pth", tmp_path / "clip.pth", combined_file]
+    run = run_python(
+        ["tools/combine_imagenet_clip.py", "--config-file", SWIN_TINY, *paths], datasets_dir
+    )
+    assert run.returncode == 0, run.describe()
+    combined = torch.load(combined_file)["model"]
+    torch.testing.assert_close(
+        combined[IMAGENET_BACKBONE_PREFIX + "layers.3.blocks.1.mlp.fc2.weight"],
+        release["layers.3.blocks.1.mlp.fc2.weight"],
+    )
+    for key, value in text.items():
+        torch.testing.assert_close(combined[key], value)
+
+    out = str(tmp_path / "out")
+    overrides = tiny_overrides(out, max_iter=1, **{"train.init_checkpoint": combined_file})
+    run = run_train_net(["--config-file", SWIN_TINY, *overrides], datasets_dir)
+    assert run.returncode == 0, run.describe()
+    assert f"Loading from {combined_file}" in run.output, run.describe()
+
+
+def test_combine_tool_names_a_missing_imagenet_file(tmp_path, datasets_dir):
+    clip_file = tmp_path / "clip.pth"
+    torch.save({"model": {}}, clip_file)
+    args = ["--config-file", SWIN_TINY, tmp_path / "nope.pth", clip_file, tmp_path / "out.pth"]
+    run = run_python(["tools/combine_imagenet_clip.py", *args], datasets_dir)
+    assert run.returncode == 2 and f"no file at '{tmp_path / 'nope.pth'}'" in run.output, run.tail()
+
+
+VARIANT_CONFIGS = [
+    "denseclip_fpn_language_only_tiny",
+    "denseclip_fpn_pre_model_tiny",
+    "denseclip_fpn_imagenet_tiny",
+    "denseclip_fpn_swin_tiny",
+]
+
+
+@pytest.mark.parametrize("name", VARIANT_CONFIGS)
+def test_each_paper_variant_trains_and_evaluates_from_the_command_line(
+    name, tmp_path, datasets_dir
+):
+    out = str(tmp_path / "out")
+    config = f"configs/Synthetic/{name}.py"
+    run = run_train_net(["--config-file", config, *tiny_overrides(out, max_iter=2)], datasets_dir)
+    assert run.returncode == 0, run.describe()
+    assert os.path.isfile(os.path.join(out, "model_final.pth")), run.describe()
+    results = eval_results(out)
+    assert results is not None and 0 <= results["sem_seg"]["mIoU"] <= 100, run.describe()

@@ -14,9 +14,16 @@ configs (paper §3.4, e.g. configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k
     python train_net.py --config-file configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py \
         --num-gpus 8 train.init_checkpoint=pretrained/R-50_imagenet_clip.pth
 
-The ImageNet file is loaded by detectron2's checkpointer into the config's ResNet (its matching
-heuristics map torchvision-converted or MSRA Caffe2 names); the output holds the whole backbone
-and the CLIP text encoder under the model's own names.
+    # Swin-T: the ImageNet-1K release of microsoft/Swin-Transformer, as it is
+    python tools/combine_imagenet_clip.py \
+        --config-file configs/ADE20K/denseclip_fpn_swin-t_imagenet_512x512_80k.py \
+        swin_tiny_patch4_window7_224.pth pretrained/RN50_denseclip.pth \
+        pretrained/swin-t_imagenet_clip.pth
+
+The ImageNet file is loaded by detectron2's checkpointer into the config's backbone (its matching
+heuristics map torchvision-converted or MSRA Caffe2 ResNet names; Swin release names are
+detectron2's); the output holds the whole backbone and the CLIP text encoder under the model's
+own names.
 """
 
 import argparse
@@ -34,7 +41,7 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--config-file", required=True, help="an any-backbone config")
-    parser.add_argument("imagenet", help="ImageNet ResNet weights detectron2 can load (.pkl)")
+    parser.add_argument("imagenet", help="ImageNet weights: ResNet .pkl, Swin release .pth")
     parser.add_argument("clip", help="output of tools/convert_clip.py")
     parser.add_argument("dst", help="output .pth for train.init_checkpoint")
     args = parser.parse_args(argv)

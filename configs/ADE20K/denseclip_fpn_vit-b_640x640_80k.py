@@ -12,7 +12,6 @@ _encoder = model.backbone.bottom_up
 _encoder.image_encoder = _vit_b16
 _encoder.image_encoder.drop_path_rate = 0.1
 _encoder.prompts.text_encoder.embed_dim = 512
-_encoder.context_decoder.visual_dim = 512
 use_640_crops(model, dataloader)
 
 train.output_dir = "./output/denseclip_fpn_vit-b_640x640_80k"

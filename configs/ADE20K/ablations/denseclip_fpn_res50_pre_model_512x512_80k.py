@@ -6,21 +6,9 @@ FLOPs and parameters count at inference. These sizes are our choice: the paper g
 they give its 116.9 M parameters.
 """
 
-from detectron2.config import LazyCall as L
-
-from denseclip.pre_prompting import PreModelPrompting
-
+from ...common.models.prompting import set_prompting
 from ..denseclip_fpn_res50_512x512_80k import dataloader, lr_multiplier, model, optimizer, train
 
-model.backbone.bottom_up.context_decoder = None
-model.backbone.bottom_up.pre_model_prompting = L(PreModelPrompting)(
-    visual_dim=1024,
-    context_width=512,  # the text encoder's token width
-    num_contexts=8,  # context_length 13 - 5 class tokens
-    width=256,
-    num_heads=4,
-    num_layers=6,
-    dropout=0.1,
-)
+set_prompting(model.backbone.bottom_up, "pre")
 
 train.output_dir = "./output/ablations/denseclip_fpn_res50_pre_model_512x512_80k"

@@ -11,8 +11,10 @@ from denseclip.backbone import DenseCLIPBackbone, FPNWithSideOutputs
 from denseclip.clip import CLIPResNet, CLIPTextEncoder
 from denseclip.data import ADE20K_CLASSES
 from denseclip.meta_arch import DenseCLIPSemanticSegmentor
-from denseclip.prompting import ClassTextPrompts, ContextDecoder
+from denseclip.prompting import ClassTextPrompts
 from denseclip.sem_seg_head import DenseCLIPSemSegFPNHead
+
+from .prompting import set_prompting
 
 # CLIP's normalisation, RGB in 0..255
 CLIP_PIXEL_MEAN = [122.7709383, 116.7460125, 104.09373615]
@@ -31,9 +33,6 @@ model = L(DenseCLIPSemanticSegmentor)(
                 ),
                 class_names=ADE20K_CLASSES,
                 class_token_length=5,
-            ),
-            context_decoder=L(ContextDecoder)(
-                visual_dim=1024, width=256, num_heads=4, num_layers=3, dropout=0.1
             ),
             score_scale=1.0,  # segmentation concatenates the raw cosine scores
             gamma_init=1e-4,
@@ -65,3 +64,4 @@ model = L(DenseCLIPSemanticSegmentor)(
     crop_size=(512, 512),
     stride=(341, 341),
 )
+set_prompting(model.backbone.bottom_up, "post")  # the context decoder

@@ -6,7 +6,6 @@ def use_rn101(bottom_up):
     bottom_up.image_encoder.layers = [3, 4, 23, 3]
     bottom_up.image_encoder.output_dim = 512
     bottom_up.prompts.text_encoder.embed_dim = 512
-    bottom_up.context_decoder.visual_dim = 512
 
 
 def use_tiny(bottom_up, class_names):
@@ -17,4 +16,4 @@ def use_tiny(bottom_up, class_names):
     )
     bottom_up.prompts.text_encoder.update(width=64, heads=4, layers=2, embed_dim=64)
     bottom_up.prompts.class_names = class_names
-    bottom_up.context_decoder.update(visual_dim=64, width=32, num_heads=4, num_layers=1)
+    bottom_up.context_decoder.update(width=32, num_heads=4, num_layers=1)
