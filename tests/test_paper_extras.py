@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.layers import ShapeSpec
@@ -354,6 +355,46 @@ def test_imagenet_and_clip_weights_combine_into_one_init_checkpoint(imagenet_con
     assert all(k.startswith((IMAGENET_BACKBONE_PREFIX, TEXT_ENCODER_PREFIX)) for k in combined)
     for key, value in resnet.items():
         torch.testing.assert_close(model.state_dict()[IMAGENET_BACKBONE_PREFIX + key], value)
+
+
+def test_torchvision_resnet_release_loads_without_conversion(tmp_path):
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet50()
+    resnet.layer4[2].bn3.running_var.uniform_(0.5, 2.0)  # buffers that differ from the defaults
+    release = resnet.state_dict()
+    release_file = tmp_path / "resnet50-0676ba61.pth"
+    torch.save(release, release_file)
+    path = "configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py"
+    model = instantiate(LazyConfig.load(os.path.join(REPO_ROOT, path)).model)
+    text = {k: v for k, v in model.state_dict().items() if k.startswith(TEXT_ENCODER_PREFIX)}
+
+    combined = combine_imagenet_and_clip(model, str(release_file), text)
+    torchvision_to_detectron2 = {
+        "conv1.weight": "stem.conv1.weight",
+        "bn1.running_mean": "stem.conv1.norm.running_mean",
+        "layer1.0.downsample.0.weight": "res2.0.shortcut.weight",
+        "layer1.0.downsample.1.bias": "res2.0.shortcut.norm.bias",
+        "layer3.5.conv2.weight": "res4.5.conv2.weight",
+        "layer4.2.bn3.running_var": "res5.2.conv3.norm.running_var",
+    }
+    for source, target in torchvision_to_detectron2.items():
+        assert torch.equal(combined[IMAGENET_BACKBONE_PREFIX + target], release[source]), target
+    assert torch.equal(
+        torch.stack(
+            sorted(
+                v.sum()
+                for k, v in release.items()
+                if k.endswith("weight") and not k.startswith("fc.")
+            )
+        ),
+        torch.stack(
+            sorted(
+                v.sum()
+                for k, v in combined.items()
+                if k.startswith(IMAGENET_BACKBONE_PREFIX) and k.endswith("weight")
+            )
+        ),
+    )
 
 
 def swin_release_state_dict(swin):

@@ -2,14 +2,12 @@
 """Combine ImageNet backbone weights and CLIP's text encoder into one file for the any-backbone
 configs (paper §3.4, e.g. configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py).
 
-    # torchvision ImageNet ResNet-50 -> detectron2 names, with detectron2's own tool
-    # (detectron2/tools/ in a checkout; .venv/lib/python3.11/site-packages/tools/ here)
-    python convert-torchvision-to-d2.py resnet50-0676ba61.pth pretrained/R-50_torchvision.pkl
     # CLIP RN50 (its text encoder is used)
     python tools/convert_clip.py RN50.pt pretrained/RN50_denseclip.pth
+    # torchvision's ImageNet ResNet-50 release, as it is
     python tools/combine_imagenet_clip.py \
         --config-file configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py \
-        pretrained/R-50_torchvision.pkl pretrained/RN50_denseclip.pth \
+        resnet50-0676ba61.pth pretrained/RN50_denseclip.pth \
         pretrained/R-50_imagenet_clip.pth
     python train_net.py --config-file configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py \
         --num-gpus 8 train.init_checkpoint=pretrained/R-50_imagenet_clip.pth
@@ -20,10 +18,10 @@ configs (paper §3.4, e.g. configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k
         swin_tiny_patch4_window7_224.pth pretrained/RN50_denseclip.pth \
         pretrained/swin-t_imagenet_clip.pth
 
-The ImageNet file is loaded by detectron2's checkpointer into the config's backbone (its matching
-heuristics map torchvision-converted or MSRA Caffe2 ResNet names; Swin release names are
-detectron2's); the output holds the whole backbone and the CLIP text encoder under the model's
-own names.
+The ImageNet file is loaded by detectron2's checkpointer into the config's backbone (torchvision
+ResNet names are renamed to detectron2's; its matching heuristics map detectron2-converted and
+MSRA Caffe2 ResNet files; Swin release names are detectron2's); the output holds the whole
+backbone and the CLIP text encoder under the model's own names.
 """
 
 import argparse
@@ -41,7 +39,9 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--config-file", required=True, help="an any-backbone config")
-    parser.add_argument("imagenet", help="ImageNet weights: ResNet .pkl, Swin release .pth")
+    parser.add_argument(
+        "imagenet", help="ImageNet weights: torchvision/detectron2 ResNet, Swin release"
+    )
     parser.add_argument("clip", help="output of tools/convert_clip.py")
     parser.add_argument("dst", help="output .pth for train.init_checkpoint")
     args = parser.parse_args(argv)

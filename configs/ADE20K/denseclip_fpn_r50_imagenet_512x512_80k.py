@@ -1,10 +1,9 @@
 """DenseCLIP with an ImageNet ResNet-50 (paper Table 5, any backbone) + Semantic FPN, ADE20K-150.
 
-detectron2's ResNet-50 (torchvision weights, converted with detectron2's
-tools/convert-torchvision-to-d2.py) under a randomly initialised CLIP-style attention pool on
-res5 that maps into the joint space of CLIP RN50's frozen text encoder (C = 1024); learnable
-contexts, context decoder, score maps and pixel-text loss as in DenseCLIP RN50. Weights: see
-tools/combine_imagenet_clip.py.
+detectron2's ResNet-50 (torchvision's ImageNet weights) under a randomly initialised CLIP-style
+attention pool on res5 that maps into the joint space of CLIP RN50's frozen text encoder
+(C = 1024); learnable contexts, context decoder, score maps and pixel-text loss as in DenseCLIP
+RN50. Weights: see tools/combine_imagenet_clip.py.
 """
 
 from detectron2.config import LazyCall as L

@@ -9,7 +9,11 @@ from .clip import (
     convert_openai_clip,
     load_openai_clip_state_dict,
 )
-from .imagenet import IMAGENET_BACKBONE_PREFIX, combine_imagenet_and_clip
+from .imagenet import (
+    IMAGENET_BACKBONE_PREFIX,
+    combine_imagenet_and_clip,
+    torchvision_resnet_to_detectron2,
+)
 from .official import (
     DENSECLIP_BACKBONE_RULES,
     RULE_TABLES,
@@ -35,6 +39,7 @@ __all__ = [
     "load_openai_clip_state_dict",
     "IMAGENET_BACKBONE_PREFIX",
     "combine_imagenet_and_clip",
+    "torchvision_resnet_to_detectron2",
     "DENSECLIP_BACKBONE_RULES",
     "RULE_TABLES",
     "SEMANTIC_FPN_RULES",

@@ -2,7 +2,8 @@
 encoder, from two files, combined into one ``train.init_checkpoint``."""
 
 import os
-from typing import Dict, Set
+import re
+from typing import Dict, Mapping, Set
 
 import torch
 from torch import nn
@@ -12,7 +13,11 @@ from detectron2.modeling.backbone import SwinTransformer
 
 from .clip import TEXT_ENCODER_PREFIX
 
-__all__ = ["IMAGENET_BACKBONE_PREFIX", "combine_imagenet_and_clip"]
+__all__ = [
+    "IMAGENET_BACKBONE_PREFIX",
+    "combine_imagenet_and_clip",
+    "torchvision_resnet_to_detectron2",
+]
 
 #: Where :class:`~denseclip.imagenet_backbone.ImageNetDenseEncoder` keeps its detectron2 backbone.
 IMAGENET_BACKBONE_PREFIX = "backbone.bottom_up.image_encoder.backbone."
@@ -25,10 +30,11 @@ def combine_imagenet_and_clip(
 
     Args:
         model: the model built from the config (its ImageNet backbone receives the weights).
-        imagenet_path: any file detectron2's checkpointer loads into the backbone. ResNets: the
-            output of detectron2's ``tools/convert-torchvision-to-d2.py`` (torchvision weights)
-            or an MSRA ``R-50.pkl`` (Caffe2 names); detectron2's matching heuristics map the
-            names. Swin: a release file of microsoft/Swin-Transformer
+        imagenet_path: any file detectron2's checkpointer loads into the backbone. ResNets: a
+            torchvision release (``resnet50-0676ba61.pth``, renamed by
+            :func:`torchvision_resnet_to_detectron2`), the output of detectron2's
+            ``tools/convert-torchvision-to-d2.py`` or an MSRA ``R-50.pkl`` (Caffe2 names, mapped
+            by detectron2's matching heuristics). Swin: a release file of microsoft/Swin-Transformer
             (``swin_tiny_patch4_window7_224.pth``, ``{"model": state dict}``), whose names are
             those of detectron2's SwinTransformer; its classifier (``norm``, ``head``) is unused.
         clip_model: the ``"model"`` dict of ``tools/convert_clip.py``'s output; only its text
@@ -45,7 +51,7 @@ def combine_imagenet_and_clip(
     backbone = model.get_submodule(IMAGENET_BACKBONE_PREFIX.rstrip("."))
     if not os.path.isfile(imagenet_path):
         raise FileNotFoundError(f"no ImageNet weights file at {imagenet_path!r}")
-    checkpointer = _IncompatibleKeysCheckpointer(backbone)
+    checkpointer = _ImageNetCheckpointer(backbone)
     checkpointer.load(imagenet_path, checkpointables=[])
     missing = [
         k
@@ -66,9 +72,37 @@ def combine_imagenet_and_clip(
     return combined
 
 
-class _IncompatibleKeysCheckpointer(DetectionCheckpointer):
-    """detectron2's checkpointer (file formats, name matching) keeping the incompatible keys of
-    its last :meth:`load` as ``incompatible``."""
+def torchvision_resnet_to_detectron2(state_dict: Mapping[str, torch.Tensor]) -> Dict:
+    """A torchvision ResNet state dict under detectron2's ResNet names (the renaming of
+    detectron2's ``tools/convert-torchvision-to-d2.py``): ``conv1``/``bn1`` → ``stem.conv1``
+    (+``.norm``), ``layer{i}`` → ``res{i+1}``, ``bn{j}`` → ``conv{j}.norm``, ``downsample.0/1`` →
+    ``shortcut`` (+``.norm``). The classifier ``fc`` and BN step counters are dropped."""
+    renamed = {}
+    for key, value in state_dict.items():
+        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+            continue
+        new = key if key.startswith("layer") else "stem." + key
+        new = re.sub(r"^layer(\d)", lambda m: f"res{int(m.group(1)) + 1}", new)
+        new = re.sub(r"\bbn(\d)\b", r"conv\1.norm", new)
+        new = new.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+        renamed[new] = value
+    return renamed
+
+
+def _is_torchvision_resnet(state_dict: Mapping) -> bool:
+    return "layer1.0.conv1.weight" in state_dict and "conv1.weight" in state_dict
+
+
+class _ImageNetCheckpointer(DetectionCheckpointer):
+    """detectron2's checkpointer (file formats, name matching) that also reads torchvision
+    ResNet releases and keeps the incompatible keys of its last :meth:`load` as
+    ``incompatible``."""
+
+    def _load_file(self, filename):
+        loaded = super()._load_file(filename)
+        if _is_torchvision_resnet(loaded["model"]):
+            loaded["model"] = torchvision_resnet_to_detectron2(loaded["model"])
+        return loaded
 
     def _load_model(self, checkpoint):
         self.incompatible = super()._load_model(checkpoint)
