@@ -177,6 +177,25 @@ def test_eval_only_evaluates_checkpoint_and_writes_results(trained, tmp_path):
     assert results["sem_seg"]["mIoU"] == pytest.approx(expected, abs=1e-3)
 
 
+def test_eval_only_with_aug_test_evaluates_multi_scale_and_flip(trained, tmp_path):
+    out = str(tmp_path / "eval_tta")
+    checkpoint = os.path.join(trained["out"], "model_final.pth")
+    args = ["--eval-only", "--aug-test", "tta.scales=[0.5,1.0]", "tta.base_size=[256,64]"]
+    run = run_train_net(
+        [
+            "--config-file",
+            TINY_CONFIG,
+            *args,
+            f"train.init_checkpoint={checkpoint}",
+            f"train.output_dir={out}",
+        ],
+        trained["datasets"],
+    )
+    assert run.returncode == 0, run.describe()
+    assert "Multi-scale test: scales (0.5, 1.0) of (256, 64), flip True" in run.output, run.tail()
+    assert 0 <= eval_results(out)["sem_seg"]["mIoU"] <= 100, run.describe()
+
+
 def test_eval_only_without_init_checkpoint_fails_with_clear_message(trained, tmp_path):
     run = run_train_net(
         ["--config-file", TINY_CONFIG, "--eval-only", f"train.output_dir={tmp_path / 'eval'}"],

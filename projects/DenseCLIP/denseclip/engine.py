@@ -68,7 +68,12 @@ def _with_tta(cfg, model):
         return model, cfg.dataloader.test
     loader = copy.deepcopy(cfg.dataloader.test)
     loader.mapper.augmentations = []
-    return SemanticSegmentorWithTTA(model, **options), loader
+    tta = SemanticSegmentorWithTTA(model, **options)
+    logger.info(
+        f"Multi-scale test: scales {tta.scales} of {tta.base_size}, flip {tta.flip}; "
+        "softmax averaged"
+    )
+    return tta, loader
 
 
 def do_test(cfg, model) -> Optional[Dict]:
