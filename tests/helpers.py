@@ -3,6 +3,7 @@
 Imported by the test modules as ``helpers`` (pytest puts ``tests/`` on ``sys.path``).
 """
 
+import importlib.util
 import json
 import os
 import socket
@@ -55,6 +56,16 @@ def subprocess_env(datasets_dir: str, **extra: str) -> Dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def load_python_file(relative_path: str):
+    """A Python file of the repository that is not a package module (``train_net.py``, a config
+    helper) loaded as a module."""
+    name = os.path.splitext(os.path.basename(relative_path))[0]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, relative_path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_python(

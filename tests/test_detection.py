@@ -16,7 +16,7 @@ from detectron2.modeling.backbone.fpn import LastLevelP6P7
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from helpers import eval_results, run_train_net, tiny_overrides
+from helpers import eval_results, load_python_file, run_train_net, tiny_overrides
 
 from denseclip.config import set_class_names
 from denseclip.data import COCO_CLASSES, SYNTHETIC_DET_CLASSES
@@ -284,6 +284,27 @@ def test_tiny_detector_reduces_its_loss_on_a_fixed_batch(tiny_configs, fixed_bat
         for name, losses in (("before", before), ("after", after))
     }
     assert total["after"] < total["before"], (before, after)
+
+
+@pytest.mark.parametrize("mode", ["pre", "none"])
+@pytest.mark.parametrize("path", [TINY_RETINANET, TINY_MASK_RCNN])
+def test_detectors_take_every_prompting_mode(tiny_configs, fixed_batch, path, mode):
+    """The Table 2 switch (configs/common/models/prompting.py) on the detectors: the aux loss
+    reaches the prompting decoder, and inference runs."""
+    prompting = load_python_file("configs/common/models/prompting.py")
+    cfg = tiny_configs[path].copy()
+    sizes = {"width": 32, "num_layers": 1} if mode == "pre" else {}
+    prompting.set_prompting(cfg.model.backbone.bottom_up, mode, **sizes)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    bottom_up = model.backbone.bottom_up
+    assert bottom_up.prompting == mode
+    _losses(model, fixed_batch)["loss_aux_box_seg"].backward()
+    trained = bottom_up.pre_model_prompting if mode == "pre" else bottom_up.prompts
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trained.parameters())
+    with torch.no_grad():
+        outputs = model.eval()([{"image": fixed_batch[0]["image"]}])
+    assert isinstance(outputs[0]["instances"], Instances)
 
 
 @pytest.mark.parametrize("path", [TINY_RETINANET, TINY_MASK_RCNN])

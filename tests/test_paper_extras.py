@@ -1,7 +1,6 @@
 """The paper's extras beyond the official code: multi-scale + flip testing (MS mIoU), pre-model
 prompting and the prompting ablation of Table 2, and any (ImageNet) backbone (§3.4, Table 5)."""
 
-import importlib.util
 import os
 import pickle
 import re
@@ -16,7 +15,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
 from conftest import REPO_ROOT
-from helpers import eval_results, run_python, run_train_net, tiny_overrides
+from helpers import eval_results, load_python_file, run_python, run_train_net, tiny_overrides
 from denseclip.checkpoint import (
     IMAGENET_BACKBONE_PREFIX,
     TEXT_ENCODER_PREFIX,
@@ -54,15 +53,6 @@ def adamw_losses(model, batch, steps=6):
         total.backward()
         optimizer.step()
     return totals
-
-
-def load_python_file(relative_path):
-    """A Python file of the repository (not a package module) loaded as a module."""
-    name = os.path.splitext(os.path.basename(relative_path))[0]
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def build(config, crop=64, seed=0):
