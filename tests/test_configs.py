@@ -37,6 +37,7 @@ RN101 = "configs/ADE20K/denseclip_fpn_res101_512x512_80k.py"
 VIT_B = "configs/ADE20K/denseclip_fpn_vit-b_640x640_80k.py"
 CLIP_RN50 = "configs/ADE20K/fpn_clipres50_512x512_80k.py"
 SWIN_T = "configs/ADE20K/denseclip_fpn_swin-t_imagenet_512x512_80k.py"
+SWIN_S = "configs/ADE20K/denseclip_fpn_swin-s_imagenet_512x512_80k.py"
 
 TEXT_ENCODER_PREFIX = "backbone.bottom_up.prompts.text_encoder."
 IMAGE_ENCODER_PREFIX = "backbone.bottom_up.image_encoder."
@@ -174,16 +175,20 @@ def test_score_maps_widen_one_fpn_lateral(built):
             assert in_channels < 2048, others
 
 
-@_params([SWIN_T])
-def test_swin_t_config_holds_swin_t_under_a_768_channel_attention_pool(built):
-    """Swin-T has 28,288,354 parameters with its ImageNet classifier (LayerNorm 768 + 1000-way
-    head); the segmentation backbone drops it and adds a LayerNorm per output; drop path 0.3."""
-    _, _, model = built
+# parameters of the ImageNet-1K Swin releases, classifier (LayerNorm 768 + 1000-way head) included
+SWIN_RELEASE_PARAMS = {SWIN_T: 28_288_354, SWIN_S: 49_606_258}
+
+
+@_params(list(SWIN_RELEASE_PARAMS))
+def test_swin_configs_hold_the_released_swin_under_a_768_channel_attention_pool(built):
+    """The segmentation backbone is the release without its classifier, with a LayerNorm on
+    each output; drop path 0.3."""
+    path, _, model = built
     encoder = model.backbone.bottom_up.image_encoder
     swin = encoder.backbone
     count = sum(p.numel() for p in swin.parameters())
     classifier = 2 * 768 + 768 * 1000 + 1000
-    assert count == 28_288_354 - classifier + 2 * (96 + 192 + 384 + 768)
+    assert count == SWIN_RELEASE_PARAMS[path] - classifier + 2 * (96 + 192 + 384 + 768)
     assert swin.layers[3].blocks[1].drop_path.drop_prob == pytest.approx(0.3)
     pool = encoder.attnpool
     assert (pool.k_proj.in_features, pool.c_proj.out_features, pool.num_heads) == (768, 1024, 12)
@@ -250,7 +255,7 @@ def test_ade20k_optimizer_param_groups_follow_the_official_recipe(built):
 
 
 @_params([SWIN_T])
-def test_swin_t_trains_at_0_1x_with_undecayed_relative_position_bias_tables(built):
+def test_swin_trains_at_0_1x_with_undecayed_relative_position_bias_tables(built):
     """The ResNet rows' recipe (backbone lr x0.1, new attention pool x1) plus Swin's rule of no
     weight decay on the relative position bias tables."""
     _, cfg, model = built
