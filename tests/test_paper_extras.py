@@ -5,6 +5,7 @@ import os
 import pickle
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from denseclip.checkpoint import (
     TEXT_ENCODER_PREFIX,
     combine_imagenet_and_clip,
 )
+from denseclip.checkpoint import imagenet as imagenet_checkpoint
 from denseclip.data.synthetic import generate_sample
 from denseclip.engine import _with_tta
 from denseclip.flops import InferenceFlopCountAnalysis
@@ -347,6 +349,51 @@ def test_imagenet_and_clip_weights_combine_into_one_init_checkpoint(imagenet_con
         torch.testing.assert_close(model.state_dict()[IMAGENET_BACKBONE_PREFIX + key], value)
 
 
+def msra_caffe2_names(resnet_state):
+    """{MSRA Caffe2 name: detectron2 ResNet name} of a ResNet's weights, BN as affine scale and
+    bias only (``_bn_s``, ``_bn_b``: Detectron's ImageNet ResNets have no BN statistics)."""
+    branches = {
+        "conv1": "branch2a",
+        "conv2": "branch2b",
+        "conv3": "branch2c",
+        "shortcut": "branch1",
+    }
+    affine = {"weight": "s", "bias": "b"}
+    names = {}
+    for key in resnet_state:
+        if key == "stem.conv1.weight":
+            names["conv1_w"] = key
+        elif key.startswith("stem.conv1.norm.") and key.split(".")[-1] in affine:
+            names[f"res_conv1_bn_{affine[key.split('.')[-1]]}"] = key
+        elif not key.startswith("stem."):
+            stage, block, layer, *rest = key.split(".")
+            prefix = f"{stage}_{block}_{branches[layer]}"
+            if rest == ["weight"]:
+                names[f"{prefix}_w"] = key
+            elif rest[0] == "norm" and rest[1] in affine:
+                names[f"{prefix}_bn_{affine[rest[1]]}"] = key
+    return names
+
+
+def test_msra_caffe2_resnet_without_bn_statistics_loads(imagenet_config, tmp_path):
+    source = build(imagenet_config, seed=1).backbone.bottom_up.image_encoder.backbone
+    state = source.state_dict()
+    names = msra_caffe2_names(state)
+    weights = {c2: state[d2].numpy() for c2, d2 in names.items()}
+    weights.update(fc1000_w=np.zeros((1000, 256), np.float32), fc1000_b=np.zeros(1000, np.float32))
+    msra_file = tmp_path / "R-50.pkl"
+    with open(msra_file, "wb") as f:
+        pickle.dump(weights, f)
+
+    model = build(imagenet_config, seed=2)
+    combined = combine_imagenet_and_clip(model, str(msra_file), {TEXT_ENCODER_PREFIX + "x": 1})
+    assert len(names) == len([k for k in state if k.endswith(("weight", "bias"))])
+    for d2 in names.values():
+        torch.testing.assert_close(combined[IMAGENET_BACKBONE_PREFIX + d2], state[d2])
+    running_var = combined[IMAGENET_BACKBONE_PREFIX + "res5.0.conv3.norm.running_var"]
+    assert torch.equal(running_var, torch.ones_like(running_var))  # folded: identity statistics
+
+
 def test_torchvision_resnet_release_loads_without_conversion(tmp_path):
     torch.manual_seed(0)
     resnet = torchvision.models.resnet50()
@@ -437,6 +484,42 @@ def test_imagenet_file_missing_backbone_weights_is_rejected_with_the_file_and_ke
     message = r"swin_s.pth leaves 1 weights of the SwinTransformer backbone missing, e.g. \['layers"
     with pytest.raises(ValueError, match=message):
         combine_imagenet_and_clip(model, str(swin_file), {TEXT_ENCODER_PREFIX + "x": torch.ones(1)})
+
+
+def test_imagenet_file_of_a_deeper_model_is_rejected(swin_config, tmp_path):
+    model = build(swin_config)
+    release = swin_release_state_dict(model.backbone.bottom_up.image_encoder.backbone)
+    third_block = {  # as Swin-S's 18 blocks against the config's 2 in stage 3
+        k.replace("layers.2.blocks.1.", "layers.2.blocks.2."): v
+        for k, v in release.items()
+        if k.startswith("layers.2.blocks.1.")
+    }
+    swin_file = tmp_path / "swin_s.pth"
+    torch.save({"model": {**release, **third_block}}, swin_file)
+    message = (
+        rf"swin_s.pth has {len(third_block)} weights that the SwinTransformer backbone of the "
+        r"config lacks, e.g. \['layers.2.blocks.2"
+    )
+    with pytest.raises(ValueError, match=message):
+        combine_imagenet_and_clip(model, str(swin_file), {TEXT_ENCODER_PREFIX + "x": torch.ones(1)})
+
+
+@pytest.mark.parametrize(
+    "key, classifier",
+    [
+        ("fc.weight", True),  # torchvision
+        ("stem.fc.bias", True),  # detectron2's convert-torchvision-to-d2.py
+        ("fc1000_w", True),  # MSRA Caffe2
+        ("head.weight", True),  # Swin
+        ("norm.bias", True),  # Swin's final norm
+        ("layers.0.blocks.1.attn_mask", True),
+        ("norm3.weight", False),
+        ("res5.2.conv3.norm.weight", False),
+        ("layers.1.blocks.0.mlp.fc1.weight", False),
+    ],
+)
+def test_classifier_entries_of_imagenet_files_are_told_apart(key, classifier):
+    assert bool(imagenet_checkpoint._CLASSIFIER.search(key)) == classifier
 
 
 # ----------------------------------------------------------------------------- command line

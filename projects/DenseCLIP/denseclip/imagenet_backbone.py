@@ -5,8 +5,9 @@
 :class:`~detectron2.modeling.backbone.swin.SwinTransformer`, ...) and adds a randomly initialised
 attention pool of CLIP's form on that stage, so that the image encoder returns the same dict as
 the CLIP encoders of :mod:`denseclip.clip` (``res2..res5``, ``global_embedding`` z̄,
-``dense_embedding`` z) in the joint space of a frozen CLIP text encoder. :class:`~denseclip.backbone.DenseCLIPBackbone` then works unchanged: the language
-guidance (score maps and the pixel-text loss) trains the pool and the backbone.
+``dense_embedding`` z) in the joint space of a frozen CLIP text encoder.
+:class:`~denseclip.backbone.DenseCLIPBackbone` then works unchanged: the language guidance
+(score maps and the pixel-text loss) trains the pool and the backbone.
 """
 
 import math

@@ -22,6 +22,13 @@ __all__ = [
 #: Where :class:`~denseclip.imagenet_backbone.ImageNetDenseEncoder` keeps its detectron2 backbone.
 IMAGENET_BACKBONE_PREFIX = "backbone.bottom_up.image_encoder.backbone."
 
+_BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+# Entries of ImageNet classification files that no dense backbone has: ResNet classifiers
+# (torchvision/detectron2-converted ``fc``, Caffe2 ``fc1000_*``), Swin's final norm and head and
+# its attention-mask buffers.
+_CLASSIFIER = re.compile(r"^(stem\.)?(fc|fc1000)[._]|^head\.|^norm\.|attn_mask$")
+
 
 def combine_imagenet_and_clip(
     model: nn.Module, imagenet_path: str, clip_model: Dict[str, torch.Tensor]
@@ -42,27 +49,40 @@ def combine_imagenet_and_clip(
     Returns:
         ``{IMAGENET_BACKBONE_PREFIX + key: ...}`` of the whole ImageNet backbone and the
         ``TEXT_ENCODER_PREFIX`` keys of the CLIP file.
+    MSRA's Caffe2 ResNets have their BN statistics folded into the affine weights (``_bn_s``,
+    ``_bn_b``): the backbone's running mean and variance keep their initial 0 and 1, which is
+    exactly the folded model.
+
     Raises:
         FileNotFoundError: when there is no file at ``imagenet_path``.
         ValueError: when the ImageNet file leaves backbone weights missing (other than those a
             detection backbone adds to the classifier, see :func:`_added_for_dense_prediction`),
-            or the CLIP file has no text encoder.
+            has weights the backbone lacks (other than its classifier's), or the CLIP file has
+            no text encoder.
     """
     backbone = model.get_submodule(IMAGENET_BACKBONE_PREFIX.rstrip("."))
     if not os.path.isfile(imagenet_path):
         raise FileNotFoundError(f"no ImageNet weights file at {imagenet_path!r}")
     checkpointer = _ImageNetCheckpointer(backbone)
     checkpointer.load(imagenet_path, checkpointables=[])
+    expected_missing = _added_for_dense_prediction(backbone)
     missing = [
         k
         for k in checkpointer.incompatible.missing_keys
-        if k not in _added_for_dense_prediction(backbone)
+        if k not in expected_missing
+        and not (checkpointer.author == "Caffe2" and k.endswith(_BN_STATISTICS))
     ]
     if missing:
         raise ValueError(
             f"{imagenet_path} leaves {len(missing)} weights of the {type(backbone).__name__} "
             f"backbone missing, e.g. {missing[:3]}: wrong depth or size, or a file of another "
             "architecture?"
+        )
+    extra = [k for k in checkpointer.incompatible.unexpected_keys if not _CLASSIFIER.search(k)]
+    if extra:
+        raise ValueError(
+            f"{imagenet_path} has {len(extra)} weights that the {type(backbone).__name__} "
+            f"backbone of the config lacks, e.g. {extra[:3]}: a deeper model than the config's?"
         )
     text = {k: v for k, v in clip_model.items() if k.startswith(TEXT_ENCODER_PREFIX)}
     if not text:
@@ -95,13 +115,14 @@ def _is_torchvision_resnet(state_dict: Mapping) -> bool:
 
 class _ImageNetCheckpointer(DetectionCheckpointer):
     """detectron2's checkpointer (file formats, name matching) that also reads torchvision
-    ResNet releases and keeps the incompatible keys of its last :meth:`load` as
-    ``incompatible``."""
+    ResNet releases and keeps the file's ``author`` and the ``incompatible`` keys of its last
+    :meth:`load`."""
 
     def _load_file(self, filename):
         loaded = super()._load_file(filename)
         if _is_torchvision_resnet(loaded["model"]):
             loaded["model"] = torchvision_resnet_to_detectron2(loaded["model"])
+        self.author = loaded.get("__author__")
         return loaded
 
     def _load_model(self, checkpoint):
