@@ -449,7 +449,8 @@ def test_inference_notebook_executes(tmp_path, monkeypatch):
 
 def test_benchmark_smoke_run_prints_its_table(capsys):
     variants = ["denseclip", "denseclip-official", "baseline"]
-    argv = f"--size 128 --repeats 2 --warmup 1 --train-repeats 1 --threads 1 --variants {' '.join(variants)}"
+    argv = "--size 128 --repeats 2 --warmup 1 --train-repeats 1 --threads 1 --variants "
+    argv += " ".join(variants)
     configs = [
         "--config-file",
         TINY_DENSECLIP_CONFIG,

@@ -26,8 +26,9 @@ variants interleaved (A B C, C B A, ...) so that load changes on a shared machin
 alike. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the memory before the
 forward; on CPU the peak resident set size above the resident size before the forward (Linux
 ``VmHWM``, reset through ``/proc/self/clear_refs``, after glibc's ``malloc_trim`` has returned
-freed memory), each variant measured after a warm-up forward in a fresh process. Training step: forward with losses, backward and an optimizer step
-(the config's optimizer) on random images and labels. Prints a table, the ratios, and last a
+freed memory), each variant measured after a warm-up forward in a fresh process. Training step:
+forward with losses, backward and an optimizer step (the config's optimizer) on random images
+and labels. Prints a table, the ratios, and last a
 JSON line. Weights are random unless --weights/--baseline-weights are given: latency does not
 depend on them.
 """

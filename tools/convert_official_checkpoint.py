@@ -10,8 +10,8 @@
 SRC is the file of the official model zoo (``{'meta': ..., 'state_dict': ...}``, official key
 names). Every tensor is renamed (see ``denseclip.checkpoint.official``); only RetinaNet's two
 predictors are changed (their anchor blocks reordered from mmdet's ratio-major to detectron2's
-size-major order). The text encoder keeps the checkpoint's weights. A key that no rule maps is an error. With --config,
-the config's model is built and the result must load into it strictly (same keys, same shapes),
+size-major order). The text encoder keeps the checkpoint's weights. A key that no rule maps is
+an error. With --config, the config's model is built and the result must load into it strictly (same keys, same shapes),
 and the model's class names must be the checkpoint's ``meta['CLASSES']``.
 """
 

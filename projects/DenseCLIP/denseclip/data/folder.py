@@ -154,7 +154,7 @@ def read_classes(root: str) -> List[str]:
 
 
 def _files_by_stem(folder: str, extensions: Sequence[str]) -> Dict[str, str]:
-    """Map file stem → path for files in ``folder`` with one of ``extensions`` (case-insensitive)."""
+    """{file stem: path} of the files in ``folder`` with one of ``extensions`` (any case)."""
     by_stem: Dict[str, str] = {}
     for entry in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(entry)
