@@ -3,7 +3,7 @@ encoder, from two files, combined into one ``train.init_checkpoint``."""
 
 import os
 import re
-from typing import Dict, Mapping, Set
+from typing import Dict, Mapping, Optional
 
 import torch
 from torch import nn
@@ -35,42 +35,38 @@ def combine_imagenet_and_clip(
 ) -> Dict[str, torch.Tensor]:
     """The pretrained weights of an any-backbone DenseCLIP model, as one state dict.
 
+    Backbone weights that classification files lack by design (:func:`_absent_by_design`) keep
+    their initialisation; any other missing weight, or a file weight the backbone lacks (other
+    than the classifier's), is an error.
+
     Args:
         model: the model built from the config (its ImageNet backbone receives the weights).
         imagenet_path: any file detectron2's checkpointer loads into the backbone. ResNets: a
             torchvision release (``resnet50-0676ba61.pth``, renamed by
             :func:`torchvision_resnet_to_detectron2`), the output of detectron2's
             ``tools/convert-torchvision-to-d2.py`` or an MSRA ``R-50.pkl`` (Caffe2 names, mapped
-            by detectron2's matching heuristics). Swin: a release file of microsoft/Swin-Transformer
-            (``swin_tiny_patch4_window7_224.pth``, ``{"model": state dict}``), whose names are
+            by detectron2's matching heuristics). Swin: a release file of
+            microsoft/Swin-Transformer (``swin_tiny_patch4_window7_224.pth``), whose names are
             those of detectron2's SwinTransformer; its classifier (``norm``, ``head``) is unused.
         clip_model: the ``"model"`` dict of ``tools/convert_clip.py``'s output; only its text
             encoder is kept.
     Returns:
         ``{IMAGENET_BACKBONE_PREFIX + key: ...}`` of the whole ImageNet backbone and the
         ``TEXT_ENCODER_PREFIX`` keys of the CLIP file.
-    MSRA's Caffe2 ResNets have their BN statistics folded into the affine weights (``_bn_s``,
-    ``_bn_b``): the backbone's running mean and variance keep their initial 0 and 1, which is
-    exactly the folded model.
-
     Raises:
         FileNotFoundError: when there is no file at ``imagenet_path``.
-        ValueError: when the ImageNet file leaves backbone weights missing (other than those a
-            detection backbone adds to the classifier, see :func:`_added_for_dense_prediction`),
-            has weights the backbone lacks (other than its classifier's), or the CLIP file has
-            no text encoder.
+        ValueError: when the ImageNet file does not fit the backbone (see above), or the CLIP
+            file has no text encoder.
     """
     backbone = model.get_submodule(IMAGENET_BACKBONE_PREFIX.rstrip("."))
     if not os.path.isfile(imagenet_path):
         raise FileNotFoundError(f"no ImageNet weights file at {imagenet_path!r}")
     checkpointer = _ImageNetCheckpointer(backbone)
     checkpointer.load(imagenet_path, checkpointables=[])
-    expected_missing = _added_for_dense_prediction(backbone)
     missing = [
         k
         for k in checkpointer.incompatible.missing_keys
-        if k not in expected_missing
-        and not (checkpointer.author == "Caffe2" and k.endswith(_BN_STATISTICS))
+        if not _absent_by_design(k, backbone, checkpointer.author)
     ]
     if missing:
         raise ValueError(
@@ -130,10 +126,13 @@ class _ImageNetCheckpointer(DetectionCheckpointer):
         return self.incompatible
 
 
-def _added_for_dense_prediction(backbone: nn.Module) -> Set[str]:
-    """Weights of ``backbone`` that its ImageNet classifier does not have: detectron2's Swin
-    normalises each output with a LayerNorm of its own (``norm{i}``, as the official Swin
-    detection and segmentation code), which starts from its default initialisation."""
-    if not isinstance(backbone, SwinTransformer):
-        return set()
-    return {f"norm{i}.{p}" for i in backbone.out_indices for p in ("weight", "bias")}
+def _absent_by_design(key: str, backbone: nn.Module, author: Optional[str]) -> bool:
+    """Whether backbone weight ``key`` is missing from an ImageNet classification file by design:
+    detectron2's Swin normalises each output with a LayerNorm of its own (``norm{i}``, as the
+    official Swin detection and segmentation code), which starts from its initialisation; MSRA's
+    Caffe2 ResNets (``author`` "Caffe2") have their BN statistics folded into the affine weights
+    (``_bn_s``, ``_bn_b``), so the running mean and variance keep their initial 0 and 1, which is
+    exactly the folded model."""
+    if isinstance(backbone, SwinTransformer) and re.fullmatch(r"norm\d+\.(weight|bias)", key):
+        return True
+    return author == "Caffe2" and key.endswith(_BN_STATISTICS)
