@@ -2,21 +2,9 @@
 DenseCLIP RetinaNet without the text side — detectron2's stock RetinaNet and FPN over the CLIP
 image encoder (no attention pool, no score maps, no auxiliary loss)."""
 
-from detectron2.config import LazyCall as L
-from detectron2.modeling import FPN, RetinaNet
+from detectron2.modeling import RetinaNet
 
-from denseclip.backbone import CLIPImageBackbone
-from denseclip.clip import CLIPResNet
-
+from .clip_baseline import as_clip_baseline
 from .retinanet_denseclip import model
 
-model._target_ = RetinaNet
-del model.tau, model.aux_loss_weight
-model.backbone._target_ = FPN
-model.backbone.bottom_up = L(CLIPImageBackbone)(
-    image_encoder=L(CLIPResNet)(
-        layers=[3, 4, 6, 3], width=64, input_resolution=1344, with_attention_pool=False
-    ),
-    out_features=["res3", "res4", "res5"],
-)
-model.backbone.top_block.in_channels = 2048
+as_clip_baseline(model, RetinaNet)
