@@ -5,6 +5,7 @@ Every builder seeds torch first, so a fixture gives the same weights in every te
 
 import copy
 import os
+import uuid
 
 import pytest
 import torch
@@ -27,6 +28,19 @@ TINY_CLASS_TOKEN_LENGTH = 5
 def datasets_dir(tmp_path_factory):
     """A per-session folder for generated datasets."""
     return tmp_path_factory.mktemp("denseclip_datasets")
+
+
+@pytest.fixture
+def dataset_name():
+    """A fresh dataset name, unregistered again after the test."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    name = f"test_{uuid.uuid4().hex[:8]}"
+    yield name
+    for split in ("train", "val"):
+        if f"{name}_{split}" in DatasetCatalog.list():
+            DatasetCatalog.remove(f"{name}_{split}")
+            MetadataCatalog.remove(f"{name}_{split}")
 
 
 @pytest.fixture(scope="session", autouse=True)

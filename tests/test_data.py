@@ -2,7 +2,6 @@
 
 import argparse
 import os
-import uuid
 
 import cv2
 import numpy as np
@@ -47,17 +46,6 @@ def write_folder_dataset(root, classes=("cat", "dog"), splits=None):
             cv2.imwrite(str(root / "images" / split / f"{stem}.jpg"), image)
             cv2.imwrite(str(root / "annotations" / split / f"{stem}.png"), label)
     return root
-
-
-@pytest.fixture
-def dataset_name():
-    """A fresh dataset name, unregistered again after the test."""
-    name = f"test_{uuid.uuid4().hex[:8]}"
-    yield name
-    for split in ("train", "val"):
-        if f"{name}_{split}" in DatasetCatalog.list():
-            DatasetCatalog.remove(f"{name}_{split}")
-            MetadataCatalog.remove(f"{name}_{split}")
 
 
 def error_message(func, *args):

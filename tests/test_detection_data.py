@@ -3,7 +3,6 @@
 
 import json
 import os
-import uuid
 
 import cv2
 import numpy as np
@@ -28,17 +27,6 @@ from denseclip.data.folder import BOX_TOLERANCE
 from helpers import eval_results, run_train_net, tiny_overrides
 
 SMALL = dict(num_train=3, num_val=2, image_size=(48, 64))
-
-
-@pytest.fixture
-def dataset_name():
-    """A fresh dataset name, unregistered again after the test."""
-    name = f"test_det_{uuid.uuid4().hex[:8]}"
-    yield name
-    for split in ("train", "val"):
-        if f"{name}_{split}" in DatasetCatalog.list():
-            DatasetCatalog.remove(f"{name}_{split}")
-            MetadataCatalog.remove(f"{name}_{split}")
 
 
 def write_coco_dataset(root, categories=((7, "dog"), (3, "cat")), annotations=None):
