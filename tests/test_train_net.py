@@ -78,19 +78,25 @@ def trained(tmp_path_factory):
     return dict(run=run, out=out, datasets=str(datasets))
 
 
+def _resume(out, max_iter, datasets):
+    """``train_net.py --resume`` of the run in ``out`` up to ``max_iter``: {run, out, records}
+    with the training records the resumed run added to metrics.json."""
+    records_before = len(read_metrics(os.path.join(out, "metrics.json")))
+    run = run_train_net(
+        ["--config-file", TINY_CONFIG, "--resume", *tiny_overrides(out, max_iter=max_iter)],
+        datasets,
+    )
+    assert run.returncode == 0, run.describe()
+    new_records = read_metrics(os.path.join(out, "metrics.json"))[records_before:]
+    return dict(run=run, out=out, records=_training_records(new_records))
+
+
 @pytest.fixture(scope="module")
 def resumed(trained, tmp_path_factory):
     """A copy of the trained run, continued with ``--resume train.max_iter=6``."""
     out = str(tmp_path_factory.mktemp("resume") / "out")
     shutil.copytree(trained["out"], out)
-    records_before = len(read_metrics(os.path.join(out, "metrics.json")))
-    run = run_train_net(
-        ["--config-file", TINY_CONFIG, "--resume", *tiny_overrides(out, max_iter=RESUME_ITERS)],
-        trained["datasets"],
-    )
-    assert run.returncode == 0, run.describe()
-    new_records = read_metrics(os.path.join(out, "metrics.json"))[records_before:]
-    return dict(run=run, out=out, records=_training_records(new_records))
+    return _resume(out, RESUME_ITERS, trained["datasets"])
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +112,7 @@ def resumed_after_interruption(trained, tmp_path_factory):
             os.remove(os.path.join(out, name))
     with open(os.path.join(out, "last_checkpoint"), "w") as f:
         f.write(os.path.basename(first))
-    records_before = len(read_metrics(os.path.join(out, "metrics.json")))
-    run = run_train_net(
-        ["--config-file", TINY_CONFIG, "--resume", *tiny_overrides(out, max_iter=TRAIN_ITERS)],
-        trained["datasets"],
-    )
-    assert run.returncode == 0, run.describe()
-    new_records = read_metrics(os.path.join(out, "metrics.json"))[records_before:]
-    return dict(run=run, out=out, records=_training_records(new_records))
+    return _resume(out, TRAIN_ITERS, trained["datasets"])
 
 
 # ---------------------------------------------------------------------------------- training
