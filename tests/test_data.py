@@ -14,12 +14,15 @@ from denseclip.data import (
     ADE20K_CLASSES,
     SYNTHETIC_CLASSES,
     DatasetFormatError,
+    KeepRatioResize,
+    OpenCVResizeTransform,
     PhotoMetricDistortion,
     PhotoMetricTransform,
     RandomRatioResize,
     ade20k_test_augmentations,
     ade20k_train_augmentations,
     detect_layout,
+    mmcv_rescale_size,
     parse_dataset_arg,
     register_folder_dataset,
     write_synthetic_segmentation,
@@ -321,7 +324,7 @@ def test_ade20k_names_fit_in_three_bpe_tokens():
 def test_random_ratio_resize_sizes(size, ratio, expected):
     image = np.zeros(size + (3,), np.uint8)
     transform = RandomRatioResize(ratio_range=(ratio, ratio)).get_transform(image)
-    assert isinstance(transform, T.ResizeTransform)
+    assert isinstance(transform, OpenCVResizeTransform)
     assert transform.apply_image(image).shape[:2] == expected
     assert transform.apply_segmentation(np.zeros(size, np.uint8)).shape == expected
 
@@ -383,6 +386,51 @@ def test_ade20k_train_augmentations_follow_mmseg_order_and_crop():
     T.AugmentationList(augs)(aug_input)
     assert aug_input.image.shape[:2] == aug_input.sem_seg.shape
     assert max(aug_input.sem_seg.shape) <= 64
+
+
+def _mmcv_imrescale(image, scale, interpolation):
+    """mmcv 1.3.17 ``imrescale`` (cv2 backend), restated: ``rescale_size`` then ``imresize``."""
+    h, w = image.shape[:2]
+    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    size = int(w * float(factor) + 0.5), int(h * float(factor) + 0.5)
+    return cv2.resize(image, size, interpolation=interpolation)
+
+
+@pytest.mark.parametrize("size", [(375, 500), (480, 640), (1080, 1920), (333, 4000), (97, 131)])
+@pytest.mark.parametrize("scale", [(2048, 512), (1333, 800)])
+def test_keep_ratio_resize_equals_mmcv_imrescale(size, scale):
+    rng = np.random.RandomState(sum(size))
+    image = rng.randint(0, 256, size + (3,)).astype(np.uint8)
+    seg = rng.randint(0, 151, size).astype(np.uint8)
+    transform = KeepRatioResize(scale).get_transform(image)
+    assert np.array_equal(
+        transform.apply_image(image), _mmcv_imrescale(image, scale, cv2.INTER_LINEAR)
+    )
+    assert np.array_equal(
+        transform.apply_segmentation(seg), _mmcv_imrescale(seg, scale, cv2.INTER_NEAREST)
+    )
+
+
+def test_pil_resize_backend_is_detectron2s_resize_with_the_same_size():
+    image = np.random.RandomState(0).randint(0, 256, (300, 500, 3)).astype(np.uint8)
+    pil = KeepRatioResize((1333, 800), backend="pil").get_transform(image)
+    opencv = KeepRatioResize((1333, 800)).get_transform(image)
+    assert isinstance(pil, T.ResizeTransform)
+    assert pil.apply_image(image).shape == opencv.apply_image(image).shape == (800, 1333, 3)
+    with pytest.raises(ValueError, match="backend"):
+        KeepRatioResize((1333, 800), backend="cv2")
+
+
+def test_opencv_resize_keeps_a_channel_dim_of_one_and_scales_coordinates():
+    transform = OpenCVResizeTransform(10, 20, 15, 40)
+    assert transform.apply_image(np.zeros((10, 20, 1), np.float32)).shape == (15, 40, 1)
+    boxes = transform.apply_box(np.array([[2.0, 4.0, 10.0, 8.0]]))
+    assert boxes.tolist() == [[4.0, 6.0, 20.0, 12.0]]
+    assert transform.inverse().apply_box(boxes).tolist() == [[2.0, 4.0, 10.0, 8.0]]
+
+
+def test_extreme_panoramas_keep_at_least_one_pixel():
+    assert mmcv_rescale_size(1, 16000, (2048, 512)) == (1, 2048)
 
 
 @pytest.mark.parametrize(

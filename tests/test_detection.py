@@ -19,7 +19,7 @@ from detectron2.utils.events import EventStorage
 from helpers import eval_results, load_python_file, run_train_net, tiny_overrides
 
 from denseclip.config import set_class_names
-from denseclip.data import COCO_CLASSES, SYNTHETIC_DET_CLASSES
+from denseclip.data import COCO_CLASSES, SYNTHETIC_DET_CLASSES, KeepRatioResize
 from denseclip.fpn_blocks import LastLevelP6P7NoReLU, with_score_channels
 from denseclip.losses import box_seg_aux_loss, box_seg_targets
 from denseclip.meta_arch import DenseCLIPGeneralizedRCNN, DenseCLIPRetinaNet
@@ -489,7 +489,11 @@ def test_coco_data_is_rgb_1333x800_with_flip_and_batch_16():
     assert train.dataset.names == "coco_2017_train" and test.dataset.names == "coco_2017_val"
     assert train.total_batch_size == 16 and train.mapper.image_format == "RGB"
     resize, flip = instantiate(train.mapper.augmentations)
-    assert (resize.short_edge_length, resize.max_size) == ((800, 800), 1333)
+    (test_resize,) = instantiate(test.mapper.augmentations)
+    for aug in (resize, test_resize):  # mmdet's Resize(img_scale=(1333, 800), keep_ratio=True)
+        assert isinstance(aug, KeepRatioResize)
+        assert tuple(aug.scale) == (1333, 800) and aug.backend == "opencv"
+    assert test.mapper.image_format == "RGB"
     assert flip.horizontal and flip.prob == 0.5
     assert train.mapper.use_instance_mask
     assert not _load(COCO_RETINANET).dataloader.train.mapper.use_instance_mask

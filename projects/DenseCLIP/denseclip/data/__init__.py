@@ -35,11 +35,16 @@ from .synthetic import (
     write_synthetic_segmentation,
 )
 from .transforms import (
+    RESIZE_BACKENDS,
+    KeepRatioResize,
+    OpenCVResizeTransform,
     PhotoMetricDistortion,
     PhotoMetricTransform,
     RandomRatioResize,
     ade20k_test_augmentations,
     ade20k_train_augmentations,
+    mmcv_rescale_size,
+    resize_transform,
 )
 
 __all__ = [
@@ -50,8 +55,11 @@ __all__ = [
     "DatasetArgError",
     "DatasetFormatError",
     "IGNORE_LABEL",
+    "KeepRatioResize",
+    "OpenCVResizeTransform",
     "PhotoMetricDistortion",
     "PhotoMetricTransform",
+    "RESIZE_BACKENDS",
     "RandomRatioResize",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_DATASET_NAMES",
@@ -63,6 +71,7 @@ __all__ = [
     "detect_layout",
     "detection_metadata",
     "load_segmentation_split",
+    "mmcv_rescale_size",
     "parse_dataset_arg",
     "read_classes",
     "read_coco_categories",
@@ -71,6 +80,7 @@ __all__ = [
     "register_folder_dataset",
     "register_synthetic",
     "register_synthetic_detection",
+    "resize_transform",
     "segmentation_metadata",
     "synthetic_detection_root",
     "synthetic_root",

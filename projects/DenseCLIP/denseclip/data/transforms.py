@@ -1,6 +1,6 @@
-"""mmseg 0.19's ADE20K pipeline as detectron2 augmentations.
+"""mmseg 0.19 / mmdet 2.17 data pipelines as detectron2 augmentations.
 
-mmseg's training pipeline (after loading, with ``reduce_zero_label``)::
+mmseg's ADE20K training pipeline (after loading, with ``reduce_zero_label``)::
 
     Resize(img_scale=(2048, 512), ratio_range=(0.5, 2.0))   → RandomRatioResize
     RandomCrop(crop_size=(512, 512), cat_max_ratio=0.75)    → RandomCrop_CategoryAreaConstraint
@@ -8,8 +8,14 @@ mmseg's training pipeline (after loading, with ``reduce_zero_label``)::
     PhotoMetricDistortion()                                 → PhotoMetricDistortion
     Normalize, Pad(size=(512, 512), seg_pad_val=255)        → the model (normalisation, padding)
 
-and its test pipeline resizes with ``img_scale=(2048, 512), keep_ratio=True``, which is
-``ResizeShortestEdge(512, max_size=2048)``.
+Its test pipeline, and mmdet's COCO pipelines (``img_scale=(1333, 800)``), resize with
+``Resize(img_scale=scale, keep_ratio=True)``: :class:`KeepRatioResize`.
+
+Both resizes are mmcv's ``imrescale``: the output size is rounded as ``int(x·factor + 0.5)``
+and, with ``backend="opencv"`` (the official pipelines), images are resized by OpenCV's bilinear
+filter (no antialiasing) and segmentation maps by OpenCV's nearest neighbour, exactly as mmcv's
+``imresize`` does. ``backend="pil"`` uses detectron2's :class:`ResizeTransform` instead (PIL's
+antialiased bilinear for uint8 images, PIL nearest for segmentation): same sizes, other pixels.
 
 Images are HWC uint8 in the channel order given at construction (detectron2's DatasetMapper
 passes the config's ``image_format``; ours is "RGB"); segmentation maps are HW uint8.
@@ -23,57 +29,140 @@ from detectron2.data.transforms import (
     Augmentation,
     RandomCrop_CategoryAreaConstraint,
     RandomFlip,
-    ResizeShortestEdge,
     ResizeTransform,
     Transform,
 )
 from PIL import Image
 
 __all__ = [
+    "KeepRatioResize",
+    "OpenCVResizeTransform",
     "PhotoMetricDistortion",
     "PhotoMetricTransform",
+    "RESIZE_BACKENDS",
     "RandomRatioResize",
     "ade20k_test_augmentations",
     "ade20k_train_augmentations",
+    "mmcv_rescale_size",
+    "resize_transform",
 ]
+
+#: "opencv": mmcv's ``imresize`` (the official pipelines); "pil": detectron2's ResizeTransform.
+RESIZE_BACKENDS = ("opencv", "pil")
+
+
+def mmcv_rescale_size(height: int, width: int, scale: Sequence[float]) -> Tuple[int, int]:
+    """(new_height, new_width) of an image rescaled into ``scale`` keeping its aspect ratio, as
+    mmcv's ``rescale_size``: factor ``min(max(scale) / long edge, min(scale) / short edge)``,
+    sizes ``int(x·factor + 0.5)``. A side that would round to 0 (only for aspect ratios beyond
+    the scale's, where mmcv fails) is kept at 1."""
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
+
+
+class OpenCVResizeTransform(Transform):
+    """Resize h×w → new_h×new_w like mmcv's ``imresize`` (``cv2.resize``): images bilinear
+    (``cv2.INTER_LINEAR``, no antialiasing; any dtype OpenCV takes, channels kept),
+    segmentation maps nearest (``cv2.INTER_NEAREST``); coordinates scaled by new/old per axis.
+    """
+
+    def __init__(self, h: int, w: int, new_h: int, new_w: int):
+        super().__init__()
+        self._set_attributes(locals())
+
+    def _resize(self, array: np.ndarray, interpolation: int) -> np.ndarray:
+        if array.shape[:2] != (self.h, self.w):
+            raise ValueError(
+                f"OpenCVResizeTransform from {self.h}x{self.w}: got an array of {array.shape}"
+            )
+        resized = cv2.resize(array, (self.new_w, self.new_h), interpolation=interpolation)
+        return resized.reshape(resized.shape[:2] + array.shape[2:])  # cv2 drops a last dim of 1
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return self._resize(img, cv2.INTER_LINEAR)
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return self._resize(segmentation, cv2.INTER_NEAREST)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        coords[:, 0] = coords[:, 0] * (self.new_w * 1.0 / self.w)
+        coords[:, 1] = coords[:, 1] * (self.new_h * 1.0 / self.h)
+        return coords
+
+    def inverse(self) -> "OpenCVResizeTransform":
+        return OpenCVResizeTransform(self.new_h, self.new_w, self.h, self.w)
+
+
+def resize_transform(h: int, w: int, new_h: int, new_w: int, backend: str = "opencv") -> Transform:
+    """The resize of ``backend`` (see :data:`RESIZE_BACKENDS`) from h×w to new_h×new_w."""
+    if backend == "opencv":
+        return OpenCVResizeTransform(h, w, new_h, new_w)
+    if backend == "pil":
+        return ResizeTransform(h, w, new_h, new_w, Image.BILINEAR)
+    raise ValueError(f"resize backend: expected one of {RESIZE_BACKENDS}, got {backend!r}")
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in RESIZE_BACKENDS:
+        raise ValueError(f"backend: expected one of {RESIZE_BACKENDS}, got {backend!r}")
+
+
+class KeepRatioResize(Augmentation):
+    """mmseg / mmdet ``Resize(img_scale=scale, keep_ratio=True)``: the image rescaled to fit
+    ``scale`` (:func:`mmcv_rescale_size`), e.g. (2048, 512) for ADE20K tests, (1333, 800) for COCO.
+
+    Args:
+        scale: (long, short) bound; order does not matter (max/min are taken).
+        backend: "opencv" (mmcv, official) or "pil" (detectron2), see :data:`RESIZE_BACKENDS`.
+    """
+
+    def __init__(self, scale: Tuple[int, int], backend: str = "opencv"):
+        super().__init__()
+        _check_backend(backend)
+        self._init(locals())
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        height, width = image.shape[:2]
+        return resize_transform(
+            height, width, *mmcv_rescale_size(height, width, self.scale), self.backend
+        )
 
 
 class RandomRatioResize(Augmentation):
     """mmseg ``Resize(img_scale=scale, ratio_range=ratio_range, keep_ratio=True)``.
 
-    Draws ``r ~ U[ratio_range)``, target scale ``(int(scale[0]·r), int(scale[1]·r))`` and resizes
-    by ``min(long_target / long_edge, short_target / short_edge)`` with sizes rounded as
-    ``int(x·factor + 0.5)``. Images bilinear, segmentation nearest (detectron2's ResizeTransform).
+    Draws ``r ~ U[ratio_range)`` (one ``np.random.random_sample()``, as mmseg), target scale
+    ``(int(scale[0]·r), int(scale[1]·r))``, then resizes as :class:`KeepRatioResize`.
     """
 
     def __init__(
         self,
         scale: Tuple[int, int] = (2048, 512),
         ratio_range: Tuple[float, float] = (0.5, 2.0),
-        interp: int = Image.BILINEAR,
+        backend: str = "opencv",
     ):
         """
         Args:
             scale: (long, short) target at ratio 1; order does not matter (max/min are taken).
             ratio_range: (min, max) of the random ratio; ``(1.0, 1.0)`` gives a fixed scale.
-            interp: PIL interpolation for images.
+            backend: "opencv" (mmcv, official) or "pil" (detectron2).
         """
         super().__init__()
+        _check_backend(backend)
         self._init(locals())
 
     @staticmethod
     def get_output_shape(height: int, width: int, target: Sequence[float]) -> Tuple[int, int]:
         """(new_height, new_width) of an image rescaled into ``target`` keeping its ratio."""
-        factor = min(max(target) / max(height, width), min(target) / min(height, width))
-        return int(height * factor + 0.5), int(width * factor + 0.5)
+        return mmcv_rescale_size(height, width, target)
 
-    def get_transform(self, image: np.ndarray) -> ResizeTransform:
+    def get_transform(self, image: np.ndarray) -> Transform:
         height, width = image.shape[:2]
         low, high = self.ratio_range
         ratio = np.random.random_sample() * (high - low) + low
         target = (int(self.scale[0] * ratio), int(self.scale[1] * ratio))
         new_height, new_width = self.get_output_shape(height, width, target)
-        return ResizeTransform(height, width, new_height, new_width, self.interp)
+        return resize_transform(height, width, new_height, new_width, self.backend)
 
 
 def _convert(array: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
@@ -189,6 +278,7 @@ def ade20k_train_augmentations(
     ratio_range: Tuple[float, float] = (0.5, 2.0),
     cat_max_ratio: float = 0.75,
     image_format: str = "RGB",
+    resize_backend: str = "opencv",
 ) -> List[Augmentation]:
     """mmseg's ADE20K training augmentations, in mmseg's order.
 
@@ -198,7 +288,7 @@ def ade20k_train_augmentations(
     distortion.
     """
     return [
-        RandomRatioResize(scale=scale, ratio_range=ratio_range),
+        RandomRatioResize(scale=scale, ratio_range=ratio_range, backend=resize_backend),
         RandomCrop_CategoryAreaConstraint(
             "absolute",
             (crop_size, crop_size),
@@ -210,8 +300,11 @@ def ade20k_train_augmentations(
     ]
 
 
-def ade20k_test_augmentations(scale: Tuple[int, int] = (2048, 512)) -> List[Augmentation]:
+def ade20k_test_augmentations(
+    scale: Tuple[int, int] = (2048, 512), resize_backend: str = "opencv"
+) -> List[Augmentation]:
     """mmseg's ADE20K test resize (``img_scale=scale, keep_ratio=True``): short edge to
-    ``min(scale)`` unless the long edge would exceed ``max(scale)``; same rounding as mmcv.
+    ``min(scale)`` unless the long edge would exceed ``max(scale)``; mmcv's rounding and, with
+    ``resize_backend="opencv"``, mmcv's OpenCV resize.
     """
-    return [ResizeShortestEdge(short_edge_length=min(scale), max_size=max(scale))]
+    return [KeepRatioResize(scale, backend=resize_backend)]
