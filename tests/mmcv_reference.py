@@ -4,7 +4,7 @@ Written here from the official libraries' source, independently of ``denseclip.d
 decoding (``mmcv.imfrombytes``, cv2 backend), ``rescale_size`` / ``imresize`` / ``imrescale``
 (cv2 backend), ``imnormalize``; mmseg's ``Resize``, ``RandomCrop``, ``RandomFlip``,
 ``PhotoMetricDistortion``, ``Normalize``, ``Pad``, its test pipeline and ``aug_test``; mmdet's
-``LoadAnnotations`` (boxes), ``Resize``, ``RandomFlip`` and ``Pad``; and the structure of the
+``LoadAnnotations`` (boxes, polygon masks), ``Resize``, ``RandomFlip`` and ``Pad``; and the structure of the
 files mmcv's ``save_checkpoint`` writes. Pipeline steps take and return mmcv's ``results`` dicts
 (``img`` HWC BGR uint8 as mmcv loads it, ``gt_semantic_seg`` HW uint8, ``gt_bboxes`` N×4 float32)
 and draw from numpy's global RNG with the calls the official code makes, unless an ``rng`` is
@@ -18,6 +18,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
+import pycocotools.mask as mask_util
 import torch
 import torch.nn.functional as F
 
@@ -302,43 +303,58 @@ def mmseg_aug_test(official, path: str, ratios, flip=True, img_scale=(2048, 512)
 # ----------------------------------------------------------------------------- mmdet 2.17
 
 
-def load_coco_boxes(annotations: Sequence[Dict], height: int, width: int) -> np.ndarray:
-    """mmdet ``CocoDataset._parse_ann_info`` (boxes of non-crowd annotations, N×4 float32
-    ``[x1, y1, x1 + w, y1 + h]``), skipping what it skips: boxes outside the image, area ≤ 0,
-    width or height < 1."""
-    boxes = []
+def load_coco_annotations(annotations: Sequence[Dict], height: int, width: int) -> Dict:
+    """mmdet ``CocoDataset._parse_ann_info`` + ``LoadAnnotations(with_bbox, with_mask)``: the
+    non-crowd annotations it keeps (box overlapping the image, area > 0, width and height ≥ 1)
+    as ``gt_bboxes`` (N×4 float32 ``[x1, y1, x1 + w, y1 + h]``) and, when they have polygons,
+    ``gt_masks`` (N×H×W uint8: ``poly2mask``, the polygons merged and rasterised at the original
+    size)."""
+    kept = []
     for ann in annotations:
         x1, y1, w, h = ann["bbox"]
         inter_w = max(0, min(x1 + w, width) - max(x1, 0))
         inter_h = max(0, min(y1 + h, height) - max(y1, 0))
         if inter_w * inter_h == 0 or ann["area"] <= 0 or w < 1 or h < 1 or ann.get("iscrowd"):
             continue
-        boxes.append([x1, y1, x1 + w, y1 + h])
-    return np.array(boxes, dtype=np.float32).reshape(-1, 4)
+        kept.append(ann)
+    boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+             for a in kept]  # fmt: skip
+    results = {"gt_bboxes": np.array(boxes, dtype=np.float32).reshape(-1, 4)}
+    if kept and all("segmentation" in a for a in kept):
+        rles = [
+            mask_util.merge(mask_util.frPyObjects(a["segmentation"], height, width)) for a in kept
+        ]
+        results["gt_masks"] = np.stack([mask_util.decode(rle) for rle in rles])
+    return results
 
 
 class DetResize:
     """mmdet ``Resize(img_scale, keep_ratio=True)``: ``imrescale``, boxes times the per-axis
-    factor ``new/old`` (float32) and clipped to the new image."""
+    factor ``new/old`` (float32) and clipped to the new image, masks ``imrescale``d (nearest)."""
 
     def __init__(self, img_scale=(1333, 800)):
         self.img_scale = img_scale
 
     def __call__(self, results: Dict) -> Dict:
         h, w = results["img"].shape[:2]
-        results["img"] = imrescale(results["img"], results.get("scale", self.img_scale))
+        scale = results.get("scale", self.img_scale)
+        results["img"] = imrescale(results["img"], scale)
         new_h, new_w = results["img"].shape[:2]
         factor = np.array([new_w / w, new_h / h] * 2, dtype=np.float32)
         boxes = results["gt_bboxes"] * factor
         boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, new_w)
         boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, new_h)
         results["gt_bboxes"] = boxes
+        if "gt_masks" in results:
+            results["gt_masks"] = np.stack(
+                [imrescale(mask, scale, "nearest") for mask in results["gt_masks"]]
+            )
         return results
 
 
 class DetRandomFlip:
     """mmdet ``RandomFlip(flip_ratio)``: ``np.random.choice(['horizontal', None], p=[r, 1-r])``;
-    boxes ``x1' = W - x2``, ``x2' = W - x1``."""
+    boxes ``x1' = W - x2``, ``x2' = W - x1``; image and masks mirrored."""
 
     def __init__(self, flip_ratio=0.5, rng=np.random):
         self.flip_ratio, self.rng = flip_ratio, rng
@@ -353,6 +369,8 @@ class DetRandomFlip:
             boxes[:, 0] = width - results["gt_bboxes"][:, 2]
             boxes[:, 2] = width - results["gt_bboxes"][:, 0]
             results["gt_bboxes"] = boxes
+            if "gt_masks" in results:
+                results["gt_masks"] = np.flip(results["gt_masks"], axis=2)
         return results
 
 

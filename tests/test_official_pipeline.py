@@ -3,7 +3,7 @@
 The official side is re-stated independently: the data pipelines in ``mmcv_reference.py``
 (mmcv 1.3.17, mmseg 0.19, mmdet 2.17), the segmentation forward in ``official_reference.py``.
 Our side is what ``train_net.py`` runs: detectron2's ``DatasetMapper`` built from the
-official-recipe data configs (``configs/common/data/ade20k_sem_seg.py``, ``coco_detection.py``)
+official-recipe data configs (``configs/common/data/ade20k_sem_seg.py``, ``coco_instance.py``)
 and our model built from a LazyConfig with weights converted from an official-format release file
 (written with mmcv's checkpoint structure, read by ``load_official_checkpoint``).
 
@@ -362,34 +362,50 @@ def test_multi_scale_flip_test_equals_the_official_aug_test(tmp_path, release):
 
 @pytest.fixture(scope="module")
 def coco_train_mapper():
-    return instantiate(data_config("coco_detection").dataloader.train.mapper)
+    """The Mask R-CNN recipe's train mapper (``coco_instance.py``: boxes and masks)."""
+    return instantiate(data_config("coco_instance").dataloader.train.mapper)
+
+
+def coco_record(image_path: str, height: int, width: int) -> dict:
+    """Four objects with polygons: two inside, one sticking out of the right border (clipped),
+    and one 0.6 pixel wide (mmdet skips it, detectron2's mapper alone would keep it)."""
+    boxes = [[3.5, 7.25, 40.0, 33.5], [60.2, 10.0, 55.3, 80.1], [width - 20.0, 50.0, 35.0, 30.0]]
+    boxes.append([30.0, 60.0, 0.6, 20.0])
+    annotations = []
+    for index, (x, y, w, h) in enumerate(boxes):
+        triangle = [x, y, x + w, y + h / 3, x + w / 2, y + h]  # inside its box
+        annotations.append(
+            {
+                "bbox": [x, y, w, h],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": index,
+                "iscrowd": 0,
+                "segmentation": [triangle],
+            }
+        )
+    return {
+        "file_name": image_path,
+        "height": height,
+        "width": width,
+        "image_id": 0,
+        "annotations": annotations,
+    }
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_coco_training_samples_equal_mmdet_for_the_same_seed(tmp_path, coco_train_mapper, seed):
     """The COCO recipe's train mapper against mmdet's pipeline after the same seed: the resized
-    (and, for some seeds, flipped) image pixel for pixel, the boxes scaled per axis, clipped to
-    the image (one box sticks out) and flipped as x' = W - x."""
+    (and, for some seeds, flipped) image pixel for pixel; the objects mmdet keeps; their boxes
+    scaled per axis, clipped to the image and flipped as x' = W - x; their masks rasterised at
+    the original size, resized with the image and flipped, bit for bit."""
     height, width = 120 + 9 * seed, 161 - 7 * seed
     image_path = write_jpeg(tmp_path / "coco.jpg", photo(height, width, seed))
-    boxes = [[3.5, 7.25, 40.0, 33.5], [60.2, 10.0, 55.3, 80.1], [width - 20.0, 50.0, 35.0, 30.0]]
-    annotations = [
-        {"bbox": box, "bbox_mode": BoxMode.XYWH_ABS, "category_id": index, "iscrowd": 0}
-        for index, box in enumerate(boxes)
-    ]
-    record = {"file_name": image_path, "height": height, "width": width, "image_id": seed}
-    record["annotations"] = annotations
-
-    np.random.seed(seed)
-    expected = mm.compose(
-        mm.coco_train_pipeline(),
-        {
-            "img": mm.imread_color(image_path),
-            "gt_bboxes": mm.load_coco_boxes(
-                [dict(a, area=a["bbox"][2] * a["bbox"][3]) for a in annotations], height, width
-            ),
-        },
+    record = coco_record(image_path, height, width)
+    loaded = mm.load_coco_annotations(
+        [dict(a, area=a["bbox"][2] * a["bbox"][3]) for a in record["annotations"]], height, width
     )
+    np.random.seed(seed)
+    expected = mm.compose(mm.coco_train_pipeline(), dict(loaded, img=mm.imread_color(image_path)))
     np.random.seed(seed)
     ours = coco_train_mapper(record)
     assert np.array_equal(mm.as_bgr_uint8(ours["image"]), expected["img"])
@@ -398,7 +414,23 @@ def test_coco_training_samples_equal_mmdet_for_the_same_seed(tmp_path, coco_trai
     np.testing.assert_allclose(
         instances.gt_boxes.tensor.numpy(), expected["gt_bboxes"], rtol=0, atol=1e-3
     )
+    assert np.array_equal(instances.gt_masks.tensor.numpy(), expected["gt_masks"].astype(bool))
     print(f"\nseed {seed}: flipped {expected['flip']}")
+
+
+def test_mmdet_mapper_switches_off_to_detectron2s_reading(tmp_path):
+    """``drop_small_boxes=False`` keeps the 0.6-pixel-wide object; ``masks_at_original_size=
+    False`` leaves the polygons to detectron2; bitmaps need ``instance_mask_format="bitmask"``."""
+    mapper_config = data_config("coco_instance").dataloader.train.mapper
+    mapper_config.update(drop_small_boxes=False, masks_at_original_size=False)
+    mapper_config.update(instance_mask_format="polygon")
+    image_path = write_jpeg(tmp_path / "coco.jpg", photo(120, 161, seed=0))
+    instances = instantiate(mapper_config)(coco_record(image_path, 120, 161))["instances"]
+    assert instances.gt_classes.tolist() == [0, 1, 2, 3]
+    assert type(instances.gt_masks).__name__ == "PolygonMasks"
+    mapper_config.masks_at_original_size = True
+    with pytest.raises(ValueError, match="instance_mask_format='bitmask'.*'polygon'"):
+        instantiate(mapper_config)
 
 
 def test_the_coco_seeds_cover_both_flip_outcomes():

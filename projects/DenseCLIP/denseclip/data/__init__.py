@@ -34,6 +34,7 @@ from .synthetic import (
     write_synthetic_detection,
     write_synthetic_segmentation,
 )
+from .mappers import MMDetDatasetMapper, mmdet_keeps_annotation
 from .transforms import (
     RESIZE_BACKENDS,
     KeepRatioResize,
@@ -59,6 +60,7 @@ __all__ = [
     "DatasetFormatError",
     "IGNORE_LABEL",
     "KeepRatioResize",
+    "MMDetDatasetMapper",
     "OpenCVResizeTransform",
     "PhotoMetricDistortion",
     "PhotoMetricTransform",
@@ -77,6 +79,7 @@ __all__ = [
     "detect_layout",
     "detection_metadata",
     "load_segmentation_split",
+    "mmdet_keeps_annotation",
     "mmcv_rescale_size",
     "parse_dataset_arg",
     "read_classes",
