@@ -37,6 +37,7 @@ from denseclip.checkpoint import (
     convert_official_state_dict,
     load_official_checkpoint,
 )
+from denseclip.data import PhotoMetricDistortion, PhotoMetricTransform
 from denseclip.meta_arch import SemanticSegmentorWithTTA
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -68,7 +69,7 @@ def photo(height: int, width: int, seed: int) -> np.ndarray:
     return np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
 
 
-def write_jpeg(path, image: np.ndarray) -> str:
+def write_image(path, image: np.ndarray) -> str:
     assert cv2.imwrite(str(path), image)
     return str(path)
 
@@ -81,7 +82,7 @@ def test_pil_and_opencv_decode_our_jpeg_and_png_files_identically(tmp_path):
     (libjpeg-turbo, 4:2:0) and a PNG to the same pixels, so the decoders add no difference."""
     image = photo(61, 83, seed=0)
     for name in ("photo.jpg", "photo.png"):
-        path = write_jpeg(tmp_path / name, image)
+        path = write_image(tmp_path / name, image)
         assert np.array_equal(read_image(path, format="BGR"), mm.imread_color(path)), name
 
 
@@ -106,7 +107,7 @@ def labels_with_a_dominant_class(height: int, width: int, seed: int) -> np.ndarr
 
 def training_sample(tmp_path, seed: int, labels: np.ndarray):
     image = photo(*labels.shape, seed=seed)
-    image_path = write_jpeg(tmp_path / f"train_{seed}.jpg", image)
+    image_path = write_image(tmp_path / f"train_{seed}.jpg", image)
     label_path = str(tmp_path / f"train_{seed}.png")
     cv2.imwrite(label_path, labels)
     record = {"file_name": image_path, "sem_seg_file_name": label_path}
@@ -200,8 +201,6 @@ def test_the_segmentor_trains_on_mmsegs_normalised_and_padded_crop(tmp_path, ade
 def test_photometric_distortion_equals_mmseg_for_the_same_draws():
     """Every combination of steps and the contrast position, with the draws injected into the
     reference and given to our transform: the same pixels."""
-    from denseclip.data import PhotoMetricTransform
-
     image_bgr = photo(24, 32, seed=1)
     for mode in (0, 1):
         for gates in np.ndindex(2, 2, 2, 2):
@@ -230,8 +229,6 @@ def test_photometric_distortion_equals_mmseg_for_the_same_draws():
 def test_photometric_distortion_equals_mmseg_for_the_same_seed():
     """The augmentation alone, over seeds that reach every branch (each step on and off, the
     contrast first and last): mmseg's image after the same seed, and the same RNG state after."""
-    from denseclip.data import PhotoMetricDistortion
-
     image_bgr = photo(8, 8, seed=2)
     ours_augmentation = PhotoMetricDistortion(image_format="BGR")
     for seed in range(24):
@@ -277,9 +274,10 @@ def release(tmp_path_factory):
     return official, ours.eval()
 
 
-def ade20k_test_mapper(resize_backend="opencv", scale=SCALE):
+def ade20k_test_mapper(resize_backend="opencv"):
+    """The recipe's test mapper at :data:`SCALE`."""
     mapper = copy.deepcopy(data_config("ade20k_sem_seg").dataloader.test.mapper)
-    mapper.augmentations.update(scale=scale, resize_backend=resize_backend)
+    mapper.augmentations.update(scale=SCALE, resize_backend=resize_backend)
     return instantiate(mapper)
 
 
@@ -305,7 +303,7 @@ def test_label_maps_from_an_image_file_equal_the_official_test(
     inference + logits resized to the original size, against mmseg's test pipeline and
     ``simple_test`` on the same file."""
     official, ours = release
-    path = write_jpeg(tmp_path / "photo.jpg", photo(*size, seed=sum(size)))
+    path = write_image(tmp_path / "photo.jpg", photo(*size, seed=sum(size)))
     with torch.no_grad():
         expected = mm.mmseg_simple_test(official, path, SCALE)
     actual = predict(ours, opencv_test_mapper, path, *size)["sem_seg"]
@@ -324,7 +322,7 @@ def test_the_pil_resize_switch_changes_the_label_maps(tmp_path, release):
     model sees, and so logits and label maps; the official ("opencv") backend does not."""
     official, ours = release
     size = SIZES[-1]
-    path = write_jpeg(tmp_path / "photo.jpg", photo(*size, seed=sum(size)))
+    path = write_image(tmp_path / "photo.jpg", photo(*size, seed=sum(size)))
     with torch.no_grad():
         expected = mm.mmseg_simple_test(official, path, SCALE)[0]
     pil = predict(ours, ade20k_test_mapper("pil"), path, *size)["sem_seg"]
@@ -343,7 +341,7 @@ def test_multi_scale_flip_test_equals_the_official_aug_test(tmp_path, release):
     test_official_equivalence.py."""
     official, ours = release
     size, ratios = (97, 131), (1.0, 1.25)
-    path = write_jpeg(tmp_path / "photo.jpg", photo(*size, seed=3))
+    path = write_image(tmp_path / "photo.jpg", photo(*size, seed=3))
     with torch.no_grad():
         expected = mm.mmseg_aug_test(official, path, ratios, img_scale=SCALE)[0]
     tta = SemanticSegmentorWithTTA(ours, scales=ratios, flip=True, base_size=SCALE)
@@ -399,7 +397,7 @@ def test_coco_training_samples_equal_mmdet_for_the_same_seed(tmp_path, coco_trai
     scaled per axis, clipped to the image and flipped as x' = W - x; their masks rasterised at
     the original size, resized with the image and flipped, bit for bit."""
     height, width = 120 + 9 * seed, 161 - 7 * seed
-    image_path = write_jpeg(tmp_path / "coco.jpg", photo(height, width, seed))
+    image_path = write_image(tmp_path / "coco.jpg", photo(height, width, seed))
     record = coco_record(image_path, height, width)
     loaded = mm.load_coco_annotations(
         [dict(a, area=a["bbox"][2] * a["bbox"][3]) for a in record["annotations"]], height, width
@@ -424,7 +422,7 @@ def test_mmdet_mapper_switches_off_to_detectron2s_reading(tmp_path):
     mapper_config = data_config("coco_instance").dataloader.train.mapper
     mapper_config.update(drop_small_boxes=False, masks_at_original_size=False)
     mapper_config.update(instance_mask_format="polygon")
-    image_path = write_jpeg(tmp_path / "coco.jpg", photo(120, 161, seed=0))
+    image_path = write_image(tmp_path / "coco.jpg", photo(120, 161, seed=0))
     instances = instantiate(mapper_config)(coco_record(image_path, 120, 161))["instances"]
     assert instances.gt_classes.tolist() == [0, 1, 2, 3]
     assert type(instances.gt_masks).__name__ == "PolygonMasks"
