@@ -9,7 +9,7 @@ import copy
 import json
 import logging
 import os
-from typing import Dict, Optional
+from typing import Dict, Mapping, Optional
 
 import torch
 
@@ -61,12 +61,17 @@ def _ddp(model, cfg, **kwargs):
 
 def _with_tta(cfg, model):
     """(model, test loader config) for evaluation. With ``tta.enabled`` (``--aug-test``) the model
-    is wrapped in :class:`SemanticSegmentorWithTTA` (the other ``tta`` keys are its arguments)
-    and the test mapper does not resize: the wrapper resizes the original image to each scale."""
+    is wrapped in :class:`SemanticSegmentorWithTTA` (the other ``tta`` keys are its arguments;
+    ``base_size`` defaults to the test resize's ``scale``, e.g. (2048, 640) for ViT-B, as mmseg's
+    ``MultiScaleFlipAug`` takes the test ``img_scale``) and the test mapper does not resize: the
+    wrapper resizes the original image to each scale."""
     options = dict(cfg.get("tta") or {})
     if not options.pop("enabled", False):
         return model, cfg.dataloader.test
     loader = copy.deepcopy(cfg.dataloader.test)
+    augmentations = loader.mapper.get("augmentations")
+    if isinstance(augmentations, Mapping) and augmentations.get("scale") is not None:
+        options.setdefault("base_size", tuple(augmentations.scale))
     loader.mapper.augmentations = []
     tta = SemanticSegmentorWithTTA(model, **options)
     logger.info(
