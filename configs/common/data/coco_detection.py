@@ -8,9 +8,11 @@ from detectron2.config import LazyCall as L
 from detectron2.data import transforms as T
 from detectron2.model_zoo import get_config
 
-from denseclip.data import KeepRatioResize
+from denseclip.data import DenseCLIPDatasetMapper, KeepRatioResize
 
 dataloader = get_config("common/data/coco.py").dataloader
+dataloader.train.mapper._target_ = DenseCLIPDatasetMapper  # names unreadable files, reads 16 bits
+dataloader.test.mapper._target_ = DenseCLIPDatasetMapper
 dataloader.train.mapper.augmentations = [
     L(KeepRatioResize)(scale=(1333, 800), backend="opencv"),
     L(T.RandomFlip)(horizontal=True),

@@ -22,6 +22,8 @@ from .folder import (
     register_folder_dataset,
     segmentation_metadata,
 )
+from .image_io import ImageReadError, image_size, read_image, read_label
+from .mapper import DenseCLIPDatasetMapper
 from .synthetic import (
     SYNTHETIC_CLASSES,
     SYNTHETIC_DATASET_NAMES,
@@ -53,8 +55,10 @@ __all__ = [
     "COCO_CLASSES",
     "COCO_DATASET_NAMES",
     "DatasetArgError",
+    "DenseCLIPDatasetMapper",
     "DatasetFormatError",
     "IGNORE_LABEL",
+    "ImageReadError",
     "KeepRatioResize",
     "OpenCVResizeTransform",
     "PhotoMetricDistortion",
@@ -70,10 +74,13 @@ __all__ = [
     "coco_instances_path",
     "detect_layout",
     "detection_metadata",
+    "image_size",
     "load_segmentation_split",
     "mmcv_rescale_size",
     "parse_dataset_arg",
     "read_classes",
+    "read_image",
+    "read_label",
     "read_coco_categories",
     "register_ade20k_prompts",
     "register_coco_prompts",
