@@ -387,8 +387,8 @@ def _null_allowed(current, param: Optional[inspect.Parameter]) -> bool:
 
 
 def _check_type(key: str, value, current, param: Optional[inspect.Parameter]) -> None:
-    if key.split(".")[-1] == "_target_":
-        return
+    if key.split(".")[-1] == "_target_" or (isinstance(value, str) and "${" in value):
+        return  # a target path, or an interpolation resolved later
     new = _kind(value)
     if new == "null":
         if not _null_allowed(current, param):
