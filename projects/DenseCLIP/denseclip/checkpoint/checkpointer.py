@@ -1,6 +1,7 @@
 """Detectron2 checkpointer that adapts CLIP positional embeddings to the model, writes
 checkpoints atomically and never writes non-finite weights."""
 
+import errno
 import logging
 import math
 import pickle
@@ -118,11 +119,14 @@ class DenseCLIPCheckpointer(DetectionCheckpointer):
         try:
             super().save(name, **kwargs)
         except OSError as error:
-            last = self.get_checkpoint_file() if self.has_checkpoint() else "none"
+            last = (
+                f"the last complete checkpoint is still {self.get_checkpoint_file()}"
+                if self.has_checkpoint()
+                else "there is no earlier checkpoint"
+            )
+            advice = "; free disk space and --resume" if error.errno == errno.ENOSPC else ""
             raise type(error)(
-                error.errno,
-                f"checkpoint {name} was not saved ({error.strerror}); the last complete "
-                f"checkpoint is still {last}: free space and --resume",
+                error.errno, f"checkpoint {name} was not saved ({error.strerror}); {last}{advice}"
             ) from error
 
     def _load_file(self, filename: str):
