@@ -85,7 +85,7 @@ def _open_function(x=1, **kwargs):
 
 def test_signature_rules_for_kwargs_chains_and_functions():
     assert set(target_arguments(_Child)[0]) == {"width", "depth"}
-    assert target_arguments(_Child)[1] is False  # nn.Module takes no other keyword
+    assert target_arguments(_Child)[1] is False  # _Base.__init__ takes no **kwargs
     assert target_arguments(_open_function)[1] is True
     cfg = DictConfig({"net": L(_Child)(), "fn": L(_open_function)()}, flags={"allow_objects": True})
     apply_overrides(cfg, ["net.depth=3", "net.width=null", "fn.anything=2"])

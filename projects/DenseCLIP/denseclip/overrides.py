@@ -7,9 +7,9 @@ What a key may name, node by node along its dotted path:
 - a node with a ``_target_`` (``LazyCall``): its existing keys and every argument of the target
   (``model.backbone.bottom_up.score_concat_feature=res4`` is valid although the config leaves
   it at its default). A class's ``**kwargs`` are followed into its base classes' ``__init__``
-  (stopping at ``nn.Module`` / ``object``, which take none); a function with ``**kwargs`` takes
-  any name. detectron2's ``@configurable`` callables are checked against the wrapped signature
-  (what ``instantiate`` calls them with);
+  (:func:`target_arguments`); a function with ``**kwargs`` takes any name. detectron2's
+  ``@configurable`` callables are checked against the wrapped signature (``instantiate`` calls
+  them with keyword arguments, never with a ``cfg``);
 - a plain dict that the training loop reads (:data:`PLAIN_DICT_KEYS`): its existing keys and
   the arguments of whatever consumes it (``train.ddp``: ``DistributedDataParallel``,
   ``train.checkpointer``: ``PeriodicCheckpointer``, ``tta``: the TTA wrapper plus ``enabled``,
@@ -73,16 +73,18 @@ def _parameters(callable_: Callable, skip_first: bool = False) -> Tuple[Dict, bo
 @functools.lru_cache(maxsize=None)
 def target_arguments(target: Callable) -> Tuple[Dict[str, inspect.Parameter], bool]:
     """The keyword arguments ``instantiate`` may pass to ``target``, and whether it takes any
-    other name (a function with ``**kwargs``, or a class whose ``**kwargs`` chain does not end).
+    other name.
 
     A class's ``__init__`` with ``**kwargs`` is followed into its base classes' ``__init__``
-    (``nn.Module`` and ``object`` take no keyword arguments)."""
+    until one without ``**kwargs``. If the chain reaches ``nn.Module`` or ``object``, which take
+    no keyword arguments, the class must use its ``**kwargs`` otherwise: it takes any name, as
+    a function with ``**kwargs`` does."""
     if not isinstance(target, type):
         return _parameters(target)
     names: Dict[str, inspect.Parameter] = {}
     for klass in target.__mro__:
         if klass in (object, nn.Module):
-            return names, False
+            return names, True
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
@@ -222,7 +224,7 @@ def _container(path: str, node, parent: Optional[_Container], key: str) -> _Cont
 
 
 def _unknown_key(key: str, part: str, container: _Container) -> ConfigOverrideError:
-    valid = container.valid_keys()
+    valid = [name for name in container.valid_keys() if name != "_target_"]
     close = difflib.get_close_matches(part, valid, n=3, cutoff=0.5)
     suggestion = (
         f" Did you mean: {', '.join(_join(container.path, c) for c in close)}?" if close else ""
