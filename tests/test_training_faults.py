@@ -417,6 +417,13 @@ def test_eval_only_checks_only_the_test_dataset(cfg, tmp_path):
         check_run(cfg)
 
 
+def test_aug_test_of_a_detector_is_refused(load_tiny_config, tmp_path):
+    cfg = load_tiny_config("retinanet_denseclip_tiny")
+    cfg.tta = {"enabled": True}
+    with pytest.raises(ValueError, match="DenseCLIPRetinaNet has no sem_seg_head"):
+        check_run(cfg)
+
+
 def test_setup_stops_at_a_missing_dataset_before_creating_the_output_folder(tmp_path):
     with pytest.raises(DatasetUnavailableError, match="nowhere_train"):
         setup(_args(tmp_path, "dataloader.train.dataset.names=nowhere_train"))

@@ -94,6 +94,11 @@ def _check_devices(cfg, training: bool = True) -> None:
         )
 
 
+def _target_name(node) -> str:
+    target = node.get("_target_")
+    return getattr(target, "__name__", str(target))
+
+
 def _check_checkpoint_file(path: str, key: str) -> None:
     if path and "://" not in path and not os.path.isfile(path):
         found = "a folder" if os.path.isdir(path) else "nothing"
@@ -105,8 +110,13 @@ def check_run(cfg, eval_only: bool = False, resume: bool = False) -> None:
     checked from the config alone: the datasets the run reads are registered and their files
     exist (train, and test when it evaluates; test only with ``eval_only``), the checkpoint to
     load exists (``train.init_checkpoint``, unless ``resume`` finds a checkpoint in
-    ``train.output_dir``), and CUDA exists where ``train.device`` or ``train.amp`` ask for it
-    (AMP: training only)."""
+    ``train.output_dir``), CUDA exists where ``train.device`` or ``train.amp`` ask for it
+    (AMP: training only), and ``--aug-test`` is asked of a segmentation model."""
+    if (cfg.get("tta") or {}).get("enabled", False) and "sem_seg_head" not in cfg.model:
+        raise ValueError(
+            "--aug-test (tta.enabled=True) is the multi-scale + flip test of semantic "
+            f"segmentation models; {_target_name(cfg.model)} has no sem_seg_head"
+        )
     checkpoint = cfg.train.init_checkpoint
     if eval_only:
         if not checkpoint:
