@@ -28,7 +28,11 @@ from denseclip.data import register_folder_dataset
 from denseclip.data.availability import DatasetUnavailableError, check_datasets_available
 from denseclip.engine import NonFiniteLossError, _build_trainer, check_run, setup
 
-needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a CPU-only machine")
+
+@pytest.fixture
+def cuda(monkeypatch):
+    """``cuda(available)``: what torch.cuda.is_available() answers during the test."""
+    return lambda available: monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -324,15 +328,29 @@ def _args(tmp_path, *opts, eval_only=False, resume=False):
     )
 
 
-@needs_no_cuda
-def test_amp_without_cuda_stops_setup_before_anything_is_built(tmp_path):
+def test_amp_without_cuda_stops_setup_before_anything_is_built(tmp_path, cuda):
+    cuda(False)
     with pytest.raises(RuntimeError, match="train.amp.enabled=True needs a CUDA GPU .* has none"):
         setup(_args(tmp_path, "train.amp.enabled=True"))
     assert not (tmp_path / "out").exists()
 
 
-@needs_no_cuda
-def test_cuda_device_without_cuda_is_named(cfg):
+def test_amp_on_the_cpu_of_a_cuda_machine_asks_for_the_gpu(cfg, cuda):
+    cuda(True)
+    cfg.train.amp.enabled = True
+    with pytest.raises(RuntimeError, match="train.device is 'cpu': set train.device=cuda"):
+        check_run(cfg)
+
+
+def test_amp_precision_must_be_a_half_precision_type(cfg, cuda):
+    cuda(True)
+    cfg.train.update(device="cuda", amp={"enabled": True, "precision": "float32"})
+    with pytest.raises(ValueError, match="expected one of float16, bfloat16, got 'float32'"):
+        check_run(cfg)
+
+
+def test_cuda_device_without_cuda_is_named(cfg, cuda):
+    cuda(False)
     cfg.train.device = "cuda"
     with pytest.raises(RuntimeError, match="train.device='cuda', but this machine has no CUDA"):
         check_run(cfg)
