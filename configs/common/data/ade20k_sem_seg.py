@@ -7,19 +7,22 @@ are RGB; normalisation happens in the model."""
 
 from detectron2.config import LazyCall as L
 from detectron2.data import (
-    DatasetMapper,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
 from detectron2.evaluation import SemSegEvaluator
 
-from denseclip.data import ade20k_test_augmentations, ade20k_train_augmentations
+from denseclip.data import (
+    DenseCLIPDatasetMapper,
+    ade20k_test_augmentations,
+    ade20k_train_augmentations,
+)
 
 dataloader = dict(
     train=L(build_detection_train_loader)(
         dataset=L(get_detection_dataset_dicts)(names="ade20k_sem_seg_train", filter_empty=False),
-        mapper=L(DatasetMapper)(
+        mapper=L(DenseCLIPDatasetMapper)(
             is_train=True,
             augmentations=L(ade20k_train_augmentations)(crop_size=512, scale=(2048, 512)),
             image_format="RGB",
@@ -29,7 +32,7 @@ dataloader = dict(
     ),
     test=L(build_detection_test_loader)(
         dataset=L(get_detection_dataset_dicts)(names="ade20k_sem_seg_val", filter_empty=False),
-        mapper=L(DatasetMapper)(
+        mapper=L(DenseCLIPDatasetMapper)(
             is_train=False,
             augmentations=L(ade20k_test_augmentations)(scale=(2048, 512)),
             image_format="RGB",

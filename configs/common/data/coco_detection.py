@@ -9,10 +9,16 @@ skips are dropped). RGB images (normalisation is in the model), batch 16. Boxes 
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 
-from denseclip.data import MMDetDatasetMapper, coco_test_augmentations, coco_train_augmentations
+from denseclip.data import (
+    DenseCLIPDatasetMapper,
+    MMDetDatasetMapper,
+    coco_test_augmentations,
+    coco_train_augmentations,
+)
 
 dataloader = get_config("common/data/coco.py").dataloader
-dataloader.train.mapper._target_ = MMDetDatasetMapper
+dataloader.train.mapper._target_ = MMDetDatasetMapper  # + names unreadable files, reads 16 bits
+dataloader.test.mapper._target_ = DenseCLIPDatasetMapper
 dataloader.train.mapper.augmentations = L(coco_train_augmentations)(scale=(1333, 800))
 dataloader.test.mapper.augmentations = L(coco_test_augmentations)(scale=(1333, 800))
 dataloader.train.mapper.image_format = "RGB"

@@ -1,9 +1,9 @@
 """detectron2's ``DefaultPredictor`` for LazyConfig models, plus open-vocabulary score maps.
 
 >>> predictor = Predictor("configs/Synthetic/denseclip_fpn_tiny.py", "output/demo/model_final.pth")
->>> outputs = predictor(cv2.imread("image.jpg"))                     # {"sem_seg": K×H×W} (or
-...                                                                   #  {"instances": ...})
->>> maps = predictor.score_maps(cv2.imread("image.jpg"), ["red circle", "sky"])   # 2×H×W
+>>> image = denseclip.data.read_image("image.jpg", "BGR")  # upright, 8 bits, errors name the file
+>>> outputs = predictor(image)             # {"sem_seg": K×H×W} (or {"instances": ...})
+>>> maps = predictor.score_maps(image, ["red circle", "sky"])   # 2×H×W
 """
 
 import argparse
@@ -26,6 +26,7 @@ from .checkpoint import DenseCLIPCheckpointer
 from .config import dataset_class_names, default_device, set_class_names
 from .data import parse_dataset_arg, register_folder_dataset
 from .fuse import fold_batch_norms
+from .overrides import apply_overrides
 
 __all__ = ["Predictor", "add_config_arguments", "load_config"]
 
@@ -37,11 +38,12 @@ _FORMATS = ("BGR", "RGB")
 def load_config(
     config_file: str, opts: Sequence[str] = (), datasets: Sequence[str] = ()
 ) -> DictConfig:
-    """A LazyConfig with ``key=value`` overrides, after registering ``NAME=ROOT`` dataset
-    folders (``--dataset`` of train_net.py), for command-line tools."""
+    """A LazyConfig with checked ``key=value`` overrides (:mod:`denseclip.overrides`: an unknown
+    key or a value of the wrong type stops with the key named), after registering ``NAME=ROOT``
+    dataset folders (``--dataset`` of train_net.py), for command-line tools."""
     for spec in datasets:
         register_folder_dataset(*parse_dataset_arg(spec))
-    return LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    return apply_overrides(LazyConfig.load(config_file), list(opts))
 
 
 def add_config_arguments(parser, dataset_help: str) -> None:
@@ -82,6 +84,8 @@ class Predictor:
         fold_bn: fold BatchNorms into the convolutions before them (:mod:`denseclip.fuse`),
             which makes inference faster; outputs equal the unfolded model's up to float
             rounding.
+        overrides: ``key=value`` config overrides, checked like train_net.py's
+            (:func:`denseclip.overrides.apply_overrides`), applied to the (copied) config.
 
     Attributes:
         model: the eval-mode model. metadata: the test dataset's metadata, or the model's class
@@ -96,6 +100,7 @@ class Predictor:
         input_format: str = "BGR",
         device: Optional[str] = None,
         fold_bn: bool = True,
+        overrides: Sequence[str] = (),
     ):
         if input_format not in _FORMATS:
             raise ValueError(f"input_format: expected one of {_FORMATS}, got {input_format!r}")
@@ -103,6 +108,7 @@ class Predictor:
             cfg = LazyConfig.load(os.fspath(cfg))
         else:
             cfg = copy.deepcopy(cfg)
+        apply_overrides(cfg, overrides)
         test_names = OmegaConf.select(cfg, "dataloader.test.dataset.names")
         class_names = dataset_class_names(test_names) if test_names else None
         if class_names is not None:

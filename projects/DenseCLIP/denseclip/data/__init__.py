@@ -22,6 +22,8 @@ from .folder import (
     register_folder_dataset,
     segmentation_metadata,
 )
+from .image_io import ImageReadError, image_size, read_image, read_label
+from .mappers import DenseCLIPDatasetMapper, MMDetDatasetMapper, mmdet_keeps_annotation
 from .synthetic import (
     SYNTHETIC_CLASSES,
     SYNTHETIC_DATASET_NAMES,
@@ -34,7 +36,6 @@ from .synthetic import (
     write_synthetic_detection,
     write_synthetic_segmentation,
 )
-from .mappers import MMDetDatasetMapper, mmdet_keeps_annotation
 from .transforms import (
     RESIZE_BACKENDS,
     KeepRatioResize,
@@ -57,8 +58,10 @@ __all__ = [
     "COCO_CLASSES",
     "COCO_DATASET_NAMES",
     "DatasetArgError",
+    "DenseCLIPDatasetMapper",
     "DatasetFormatError",
     "IGNORE_LABEL",
+    "ImageReadError",
     "KeepRatioResize",
     "MMDetDatasetMapper",
     "OpenCVResizeTransform",
@@ -78,11 +81,14 @@ __all__ = [
     "coco_instances_path",
     "detect_layout",
     "detection_metadata",
+    "image_size",
     "load_segmentation_split",
     "mmdet_keeps_annotation",
     "mmcv_rescale_size",
     "parse_dataset_arg",
     "read_classes",
+    "read_image",
+    "read_label",
     "read_coco_categories",
     "register_ade20k_prompts",
     "register_coco_prompts",
