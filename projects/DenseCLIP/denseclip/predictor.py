@@ -27,7 +27,7 @@ from .config import dataset_class_names, default_device, set_class_names
 from .data import parse_dataset_arg, register_folder_dataset
 from .fuse import fold_batch_norms
 
-__all__ = ["Predictor", "add_config_arguments", "load_config"]
+__all__ = ["ImagePipeline", "Predictor", "add_config_arguments", "load_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,66 @@ def _first_name(names) -> Optional[str]:
     return names if isinstance(names, str) else names[0]
 
 
-class Predictor:
+class ImagePipeline:
+    """What every predictor does around its model: the config (class prompts from the test
+    dataset's metadata, as ``train_net.py --eval-only`` has them), the images' channel order,
+    the config's test-time augmentations (:meth:`_inputs`) and the class metadata.
+
+    Args:
+        cfg: a LazyConfig file path, or a loaded config (copied, never modified).
+        input_format: channel order of the images given to the predictor, "BGR" (OpenCV,
+            detectron2's default) or "RGB".
+
+    Attributes:
+        cfg: the config with the test dataset's class names. input_format.
+    """
+
+    def __init__(self, cfg: Union[str, os.PathLike, DictConfig], input_format: str = "BGR"):
+        if input_format not in _FORMATS:
+            raise ValueError(f"input_format: expected one of {_FORMATS}, got {input_format!r}")
+        if isinstance(cfg, (str, os.PathLike)):
+            cfg = LazyConfig.load(os.fspath(cfg))
+        else:
+            cfg = copy.deepcopy(cfg)
+        self._test_names = OmegaConf.select(cfg, "dataloader.test.dataset.names")
+        class_names = dataset_class_names(self._test_names) if self._test_names else None
+        if class_names is not None:
+            set_class_names(cfg.model, class_names)
+        self.cfg = cfg
+        self.input_format = input_format
+        mapper = OmegaConf.select(cfg, "dataloader.test.mapper") or {}
+        self._model_format = mapper.get("image_format", "BGR")
+        self._augmentations = T.AugmentationList(instantiate(mapper.get("augmentations", [])))
+
+    def _find_metadata(self, class_names: Sequence[str]) -> Metadata:
+        """The test dataset's metadata when it names classes, else ``class_names`` as
+        ``stuff_classes`` and ``thing_classes``."""
+        dataset_name = _first_name(self._test_names)
+        if dataset_name is not None:
+            metadata = MetadataCatalog.get(dataset_name)
+            if metadata.get("stuff_classes") or metadata.get("thing_classes"):
+                return metadata
+        names = list(class_names)
+        return Metadata(name="denseclip_predictor", stuff_classes=names, thing_classes=names)
+
+    def _inputs(self, image: np.ndarray) -> Dict:
+        """H×W×3 image in ``input_format`` → the model's input dict (resized CHW float tensor,
+        ``height`` and ``width`` of the original)."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            found = getattr(image, "shape", type(image).__name__)
+            raise ValueError(
+                f"image: expected an H×W×3 numpy array in {self.input_format} order, got {found}"
+            )
+        if self.input_format != self._model_format:
+            image = image[:, :, ::-1]
+        height, width = image.shape[:2]
+        resized = T.AugInput(np.ascontiguousarray(image))
+        self._augmentations(resized)
+        tensor = torch.as_tensor(resized.image.astype("float32").transpose(2, 0, 1))
+        return {"image": tensor, "height": height, "width": width}
+
+
+class Predictor(ImagePipeline):
     """Loads a LazyConfig model and its weights once, then predicts one image per call.
 
     Like detectron2's ``DefaultPredictor``: the image is converted to the model's channel
@@ -97,18 +156,8 @@ class Predictor:
         device: Optional[str] = None,
         fold_bn: bool = True,
     ):
-        if input_format not in _FORMATS:
-            raise ValueError(f"input_format: expected one of {_FORMATS}, got {input_format!r}")
-        if isinstance(cfg, (str, os.PathLike)):
-            cfg = LazyConfig.load(os.fspath(cfg))
-        else:
-            cfg = copy.deepcopy(cfg)
-        test_names = OmegaConf.select(cfg, "dataloader.test.dataset.names")
-        class_names = dataset_class_names(test_names) if test_names else None
-        if class_names is not None:
-            set_class_names(cfg.model, class_names)
-        self.cfg = cfg
-        self.input_format = input_format
+        super().__init__(cfg, input_format)
+        cfg = self.cfg
         self.device = device or OmegaConf.select(cfg, "train.device") or default_device()
 
         self.model = instantiate(cfg.model).to(self.device).eval()
@@ -120,10 +169,8 @@ class Predictor:
         self._backbone = next(
             (m for m in self.model.modules() if isinstance(m, DenseCLIPBackbone)), None
         )
-        mapper = OmegaConf.select(cfg, "dataloader.test.mapper") or {}
-        self._model_format = mapper.get("image_format", "BGR")
-        self._augmentations = T.AugmentationList(instantiate(mapper.get("augmentations", [])))
-        self.metadata = self._find_metadata(_first_name(test_names))
+        names = list(self._backbone.prompts.class_names) if self._backbone is not None else []
+        self.metadata = self._find_metadata(names)
 
     def _load_weights(self, weights: Optional[str]) -> None:
         if not weights:
@@ -135,30 +182,6 @@ class Predictor:
         if not os.path.isfile(weights) and "://" not in weights:
             raise FileNotFoundError(f"weights: no checkpoint file at {weights!r}")
         DenseCLIPCheckpointer(self.model).load(weights)
-
-    def _find_metadata(self, dataset_name: Optional[str]) -> Metadata:
-        if dataset_name is not None:
-            metadata = MetadataCatalog.get(dataset_name)
-            if metadata.get("stuff_classes") or metadata.get("thing_classes"):
-                return metadata
-        names = list(self._backbone.prompts.class_names) if self._backbone is not None else []
-        return Metadata(name="denseclip_predictor", stuff_classes=names, thing_classes=names)
-
-    def _inputs(self, image: np.ndarray) -> Dict:
-        """H×W×3 image in ``input_format`` → the model's input dict (resized CHW float tensor,
-        ``height`` and ``width`` of the original)."""
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-            found = getattr(image, "shape", type(image).__name__)
-            raise ValueError(
-                f"image: expected an H×W×3 numpy array in {self.input_format} order, got {found}"
-            )
-        if self.input_format != self._model_format:
-            image = image[:, :, ::-1]
-        height, width = image.shape[:2]
-        resized = T.AugInput(np.ascontiguousarray(image))
-        self._augmentations(resized)
-        tensor = torch.as_tensor(resized.image.astype("float32").transpose(2, 0, 1))
-        return {"image": tensor, "height": height, "width": width}
 
     def __call__(self, image: np.ndarray) -> Dict:
         """image: H×W×3 (``input_format``) → the model's outputs for it, e.g. ``{"sem_seg":
