@@ -139,8 +139,13 @@ class ExportedPredictor(ImagePipeline):
     def __call__(self, image: np.ndarray) -> Dict:
         """image: H×W×3 (``input_format``) → ``{"sem_seg": K×H×W logits}`` or ``{"instances":
         Instances}`` at the image's resolution, as :class:`~denseclip.Predictor` returns."""
-        inputs = self._inputs(image)
-        output_size = (inputs["height"], inputs["width"])
+        return self.run(self._inputs(image))
+
+    def run(self, inputs: Dict) -> Dict:
+        """One model input dict (``image``: the resized 3×h×w pixels in the model's channel
+        order, ``height`` and ``width`` of the output) → the model's output dict for it."""
+        output_size = (inputs.get("height", inputs["image"].shape[-2]),)
+        output_size += (inputs.get("width", inputs["image"].shape[-1]),)
         meta = self.graph.metadata
         with torch.no_grad():
             if meta.task == "sem_seg":
