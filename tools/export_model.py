@@ -55,7 +55,10 @@ def main(argv=None) -> str:
     if args.sample_image:
         image = read_image(args.sample_image, format=predictor.input_format)
         sample = predictor._inputs(image)["image"]
-    path, metadata = export_model(predictor.model, args.format, args.output, sample)
+    keys = ("stuff_classes", "thing_classes")
+    keys = keys if "sem_seg_head" in cfg.model else keys[::-1]
+    names = predictor.metadata.get(keys[0]) or predictor.metadata.get(keys[1])
+    path, metadata = export_model(predictor.model, args.format, args.output, sample, names)
     tensors = sum(t.numel() * t.element_size() for t in predictor.model.state_dict().values())
     text = "with the text encoder" if metadata.text_encoder_in_graph else "no text encoder"
     summary = (
