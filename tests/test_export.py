@@ -19,6 +19,7 @@ from conftest import REPO_ROOT
 from helpers import load_python_file
 
 from denseclip import Predictor
+from denseclip.clip.transformer import _traceable_attention
 from denseclip.export import export_model, graph_model
 from denseclip.exported import ExportedPredictor
 
@@ -197,6 +198,34 @@ def test_post_model_prompts_become_constants():
     prepared, text_in_graph = graph_model(build(LazyConfig.load(SEG_CONFIG)))
     assert not text_in_graph
     assert prepared.backbone.bottom_up.prompts.deployed
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_traced_clip_attention_equals_multihead_attention(causal):
+    torch.manual_seed(0)
+    attn = torch.nn.MultiheadAttention(16, 4).eval()
+    x = torch.randn(7, 3, 16)  # L×N×D
+    mask = torch.full((7, 7), float("-inf")).triu_(1) if causal else None
+    with torch.no_grad():
+        expected = attn(x, x, x, need_weights=False, attn_mask=mask)[0]
+        found = _traceable_attention(attn, x, mask)
+    torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_vit_segmentor_exports_for_every_size(tmp_path):
+    # the ViT-B config at toy widths, 4 blocks; export_model verifies the graph at 123×81
+    cfg = LazyConfig.load(
+        os.path.join(REPO_ROOT, "configs/ADE20K/denseclip_fpn_vit-b_640x640_80k.py")
+    )
+    bottom_up = cfg.model.backbone.bottom_up
+    bottom_up.image_encoder.update(
+        width=32, layers=4, heads=2, out_indices=(0, 1, 2, 3), input_resolution=128, output_dim=64
+    )
+    bottom_up.prompts.text_encoder.update(width=64, heads=4, layers=1, embed_dim=64)
+    bottom_up.context_decoder.update(width=32, num_heads=4, num_layers=1)
+    torch.manual_seed(0)
+    path, metadata = export_model(instantiate(cfg.model).eval(), "onnx", str(tmp_path))
+    assert len(metadata.class_names) == 150 and not metadata.text_encoder_in_graph
 
 
 def test_swin_backbones_are_refused_with_the_reason(tmp_path):

@@ -47,6 +47,7 @@ from detectron2.modeling import GeneralizedRCNN
 from detectron2.modeling.backbone import SwinTransformer
 
 from .backbone import DenseCLIPBackbone
+from .clip.transformer import ResidualAttentionBlock
 from .fuse import fold_batch_norms
 from .meta_arch import DenseCLIPSemanticSegmentor
 from .prompting import ClassTextPrompts
@@ -149,7 +150,8 @@ def _check_exportable(model: nn.Module) -> None:
 
 def graph_model(model: nn.Module) -> Tuple[nn.Module, bool]:
     """A copy of an eval-mode model made ready to trace: class prompts deployed (their K×C text
-    embeddings become constants, the text encoder is dropped) and BatchNorms folded.
+    embeddings become constants, the text encoder is dropped), BatchNorms folded, CLIP
+    transformer attention written out for tracing (``traceable_attention``).
 
     Returns:
         (the copy, whether it still holds the text encoder: pre-model prompting only).
@@ -168,6 +170,9 @@ def graph_model(model: nn.Module) -> Tuple[nn.Module, bool]:
         else:
             backbone.prompts.deploy()
     fold_batch_norms(model)
+    for block in model.modules():
+        if isinstance(block, ResidualAttentionBlock):
+            block.traceable_attention = True
     return model, text_in_graph
 
 
