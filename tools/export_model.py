@@ -19,11 +19,10 @@ import argparse
 import os
 
 from detectron2.data.detection_utils import read_image
-from detectron2.utils.logger import setup_logger
 
 from denseclip import Predictor
 from denseclip.export import EXPORT_FORMATS, export_model
-from denseclip.predictor import add_config_arguments, load_config
+from denseclip.predictor import parse_config_arguments
 
 
 def _megabytes(num_bytes: float) -> float:
@@ -43,13 +42,9 @@ def main(argv=None) -> str:
         help="detection only: an image that shows objects, traced instead of random pixels "
         "(the trace must see detections)",
     )
-    add_config_arguments(
-        parser, "register a dataset folder first, as train_net.py does (for its class names)"
+    args, cfg = parse_config_arguments(
+        parser, argv, "register a dataset folder first, as train_net.py does (for its class names)"
     )
-    args = parser.parse_args(argv)
-    setup_logger(name="fvcore")
-    setup_logger()
-    cfg = load_config(args.config_file, args.opts, args.dataset)
     predictor = Predictor(cfg, args.weights, device="cpu")
     sample = None
     if args.sample_image:

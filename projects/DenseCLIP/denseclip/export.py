@@ -36,7 +36,7 @@ import io
 import json
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -313,8 +313,8 @@ def export_model(
         model: a DenseCLIP / CLIP-baseline segmentor, RetinaNet or GeneralizedRCNN.
         export_format: "onnx" or "torchscript".
         sample: the traced input, raw pixels in the model's channel order: segmentation
-            B×3×H×W, detection 3×H×W; default random pixels of :data:`TRACE_SIZE` (2 images for
-            segmentation). Odd sizes and a batch of 2 keep the trace from specialising to
+            B×3×H×W (a single image is traced with its mirror image beside it), detection
+            3×H×W; default random pixels of :data:`TRACE_SIZE` (2 images for segmentation). Odd sizes and a batch of 2 keep the trace from specialising to
             multiples of 32 or to one image. A detection sample must give detections.
         class_names: the K class names stored with the graph; default the model's class
             prompts, or 0..K-1 (CLIP baselines).
@@ -331,6 +331,9 @@ def export_model(
     prepared, text_in_graph = graph_model(model)
     if sample is None:
         sample = sample_input(prepared, *TRACE_SIZE)
+    elif isinstance(prepared, DenseCLIPSemanticSegmentor) and sample.shape[0] == 1:
+        # traced on one image, score_maps would take the batch's text embeddings as shared
+        sample = torch.cat([sample, sample.flip(-1)])
     module, metadata = _traceable(prepared, sample, class_names or _class_names(model))
     metadata.text_encoder_in_graph = text_in_graph
     metadata.meta_architecture = type(model).__name__

@@ -10,7 +10,7 @@ import argparse
 import copy
 import logging
 import os
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import Metadata, MetadataCatalog
 from detectron2.data import transforms as T
+from detectron2.utils.logger import setup_logger
 
 from .backbone import DenseCLIPBackbone
 from .checkpoint import DenseCLIPCheckpointer
@@ -27,7 +28,13 @@ from .config import dataset_class_names, default_device, set_class_names
 from .data import parse_dataset_arg, register_folder_dataset
 from .fuse import fold_batch_norms
 
-__all__ = ["ImagePipeline", "Predictor", "add_config_arguments", "load_config"]
+__all__ = [
+    "ImagePipeline",
+    "Predictor",
+    "add_config_arguments",
+    "load_config",
+    "parse_config_arguments",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,18 @@ def add_config_arguments(parser, dataset_help: str) -> None:
     parser.add_argument(
         "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value ..."
     )
+
+
+def parse_config_arguments(
+    parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], dataset_help: str
+) -> Tuple[argparse.Namespace, DictConfig]:
+    """Adds :func:`add_config_arguments` to a tool's parser (which has ``--config-file``),
+    parses ``argv``, sets up detectron2's loggers and loads the config: (args, config)."""
+    add_config_arguments(parser, dataset_help)
+    args = parser.parse_args(argv)
+    setup_logger(name="fvcore")
+    setup_logger()
+    return args, load_config(args.config_file, args.opts, args.dataset)
 
 
 def _first_name(names) -> Optional[str]:
