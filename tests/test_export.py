@@ -122,7 +122,8 @@ def slide_onnx(slide_config, seg_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def whole_torchscript(seg_checkpoint, tmp_path_factory):
-    """The tiny DenseCLIP (whole inference) exported to TorchScript by the CLI: its path."""
+    """(eager Predictor, ExportedPredictor) of the tiny DenseCLIP (whole inference) exported to
+    TorchScript by the CLI."""
     output = tmp_path_factory.mktemp("ts")
     summary = export_cli(
         "--config-file",
@@ -135,7 +136,8 @@ def whole_torchscript(seg_checkpoint, tmp_path_factory):
         output,
     )
     assert "no text encoder" in summary
-    return str(output / "model.ts")
+    path = str(output / "model.ts")
+    return Predictor(SEG_CONFIG, seg_checkpoint), ExportedPredictor(SEG_CONFIG, path)
 
 
 @pytest.fixture(scope="module")
@@ -158,15 +160,11 @@ def test_onnx_slide_inference_predicts_what_the_predictor_predicts(slide_onnx, s
 
 
 @pytest.mark.parametrize("size", SEG_SIZES)
-def test_torchscript_whole_inference_predicts_what_the_predictor_predicts(
-    whole_torchscript, seg_checkpoint, size
-):
-    exported = ExportedPredictor(SEG_CONFIG, whole_torchscript)
+def test_torchscript_whole_inference_predicts_what_the_predictor_predicts(whole_torchscript, size):
+    predictor, exported = whole_torchscript
     image = random_image(*size, seed=1)
     assert exported.backend == "torchscript"
-    assert_same_logits(
-        Predictor(SEG_CONFIG, seg_checkpoint)(image)["sem_seg"], exported(image)["sem_seg"]
-    )
+    assert_same_logits(predictor(image)["sem_seg"], exported(image)["sem_seg"])
 
 
 @pytest.mark.parametrize("size", SEG_SIZES)
@@ -241,13 +239,14 @@ def test_exported_predictor_rejects_a_config_of_another_dataset(slide_onnx):
 
 
 def test_demo_draws_the_predictions_of_an_exported_model(whole_torchscript, tmp_path):
+    path = whole_torchscript[1].graph.path
     cv2.imwrite(str(tmp_path / "noise.png"), random_image(70, 150))
     load_python_file("tools/demo.py").main(
         [
             "--config-file",
             SEG_CONFIG,
             "--exported",
-            whole_torchscript,
+            path,
             "--input",
             str(tmp_path / "noise.png"),
             "--output",

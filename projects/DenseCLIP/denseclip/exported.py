@@ -42,8 +42,8 @@ class ExportedGraph:
         providers: ONNX Runtime execution providers; default all available ones.
 
     Attributes:
-        metadata: the file's :class:`~denseclip.export.ExportMetadata`. backend: "onnxruntime"
-        or "torchscript".
+        path. metadata: the file's :class:`~denseclip.export.ExportMetadata`. backend:
+        "onnxruntime" or "torchscript".
     """
 
     def __init__(
@@ -53,6 +53,7 @@ class ExportedGraph:
         providers: Optional[Sequence[str]] = None,
     ):
         path = os.fspath(path)
+        self.path = path
         if not os.path.isfile(path):
             raise FileNotFoundError(f"exported model: no file at {path!r}")
         if zipfile.is_zipfile(path):
