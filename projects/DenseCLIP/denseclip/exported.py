@@ -79,13 +79,14 @@ class ExportedGraph:
         self.metadata = ExportMetadata.from_json(text, path)
 
     def __call__(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """x: the graph's input (float pixels) → its outputs, in ``metadata.output_names``
-        order."""
+        """x: the graph's input (pixels, any dtype: taken as float32) → its outputs, in
+        ``metadata.output_names`` order."""
+        x = x.detach().cpu().float()
         if self.backend == "torchscript":
             with torch.no_grad():
                 outputs = self._module(x)
             return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
-        feed = {self.metadata.input_names[0]: x.detach().cpu().numpy()}
+        feed = {self.metadata.input_names[0]: x.numpy()}
         return [torch.from_numpy(np.asarray(o)) for o in self._session.run(None, feed)]
 
     def instances(self, outputs: Sequence[torch.Tensor]) -> Instances:
