@@ -113,11 +113,11 @@ def slide_config():
 
 @pytest.fixture(scope="module")
 def slide_onnx(slide_config, seg_checkpoint, tmp_path_factory):
-    """(eager Predictor, the ONNX export of its model) in slide mode."""
+    """(eager Predictor, ExportedPredictor of its ONNX export) in slide mode."""
     predictor = Predictor(slide_config, seg_checkpoint)
     directory = str(tmp_path_factory.mktemp("slide"))
     path, _ = export_model(predictor.model, "onnx", directory, verify=False)
-    return predictor, path
+    return predictor, ExportedPredictor(slide_config, path)
 
 
 @pytest.fixture(scope="module")
@@ -151,31 +151,35 @@ def baseline_onnx(tmp_path_factory):
 
 
 @pytest.mark.parametrize("size", SEG_SIZES)
-def test_onnx_slide_inference_predicts_what_the_predictor_predicts(slide_onnx, slide_config, size):
-    predictor, path = slide_onnx
-    exported = ExportedPredictor(slide_config, path)
+@pytest.mark.parametrize(
+    "exported_model, backend",
+    [
+        ("slide_onnx", "onnxruntime"),  # DenseCLIP, slide inference: 4 and 6 windows
+        ("whole_torchscript", "torchscript"),  # DenseCLIP, whole inference
+        ("baseline_onnx", "onnxruntime"),  # CLIP + Semantic FPN, whole inference
+    ],
+)
+def test_exported_segmentor_predicts_what_the_predictor_predicts(
+    request, exported_model, backend, size
+):
+    predictor, exported = request.getfixturevalue(exported_model)
     image = random_image(*size)
-    assert exported.backend == "onnxruntime"
+    assert exported.backend == backend
     assert_same_logits(predictor(image)["sem_seg"], exported(image)["sem_seg"])
 
 
-@pytest.mark.parametrize("size", SEG_SIZES)
-def test_torchscript_whole_inference_predicts_what_the_predictor_predicts(whole_torchscript, size):
-    predictor, exported = whole_torchscript
-    image = random_image(*size, seed=1)
-    assert exported.backend == "torchscript"
-    assert_same_logits(predictor(image)["sem_seg"], exported(image)["sem_seg"])
-
-
-@pytest.mark.parametrize("size", SEG_SIZES)
-def test_onnx_export_of_the_clip_baseline_predicts_what_the_predictor_predicts(baseline_onnx, size):
-    predictor, exported = baseline_onnx
-    image = random_image(*size, seed=2)
-    assert_same_logits(predictor(image)["sem_seg"], exported(image)["sem_seg"])
+def test_slide_inference_runs_the_windows_as_one_batch_of_the_graph(slide_onnx, monkeypatch):
+    _, exported = slide_onnx
+    seen = []
+    encode = exported._encode
+    monkeypatch.setattr(exported, "_encode", lambda x: seen.append(tuple(x.shape)) or encode(x))
+    exported(random_image(101, 77))
+    assert seen == [(4, 3, 64, 64)]  # 2 rows × 2 columns of 64² windows at stride 43
 
 
 def test_exported_graph_holds_no_text_encoder(slide_onnx):
-    predictor, path = slide_onnx
+    predictor, exported = slide_onnx
+    path = exported.graph.path
     state = predictor.model.state_dict()
     without_text = sum(
         t.numel() * t.element_size() for k, t in state.items() if ".text_encoder." not in k
@@ -233,7 +237,7 @@ def test_swin_backbones_are_refused_with_the_reason(tmp_path):
 
 
 def test_exported_predictor_rejects_a_config_of_another_dataset(slide_onnx):
-    _, path = slide_onnx
+    path = slide_onnx[1].graph.path
     with pytest.raises(ValueError, match="predicts 5 classes.*test dataset has 3"):
         ExportedPredictor(RETINANET_CONFIG, path)
 
