@@ -3,7 +3,7 @@
 from .box_seg_loss import BoxSegAuxLossMixin
 from .rcnn import DenseCLIPGeneralizedRCNN
 from .retinanet import DenseCLIPRetinaNet
-from .semantic_segmentor import DenseCLIPSemanticSegmentor, sliding_windows
+from .semantic_segmentor import DenseCLIPSemanticSegmentor, segment_image, sliding_windows
 from .tta import PAPER_TTA_SCALES, SemanticSegmentorWithTTA
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "DenseCLIPSemanticSegmentor",
     "PAPER_TTA_SCALES",
     "SemanticSegmentorWithTTA",
+    "segment_image",
     "sliding_windows",
 ]
