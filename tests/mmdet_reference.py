@@ -477,7 +477,5 @@ class OfficialMaskRCNN(OfficialDetector):
         mask_boxes = dets[:, :4] * scale_factor  # back to the resized image for the RoIs
         mask_pred = mask_head(roi_extract(feats[:4], mask_boxes, 14, roi_strides))
         probs = mask_pred.sigmoid()[torch.arange(len(dets)), labels]
-        masks = paste_masks(
-            probs, mask_boxes / scale_factor, ori_h, ori_w, cfg["mask_thr_binary"]
-        )
+        masks = paste_masks(probs, mask_boxes / scale_factor, ori_h, ori_w, cfg["mask_thr_binary"])
         return dets, labels, masks
