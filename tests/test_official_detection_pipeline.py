@@ -43,12 +43,18 @@ from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_iou, roi_align, sigmoid_focal_loss
 
 from detectron2.config import LazyConfig, instantiate
-from detectron2.data import DatasetMapper
+from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
-from denseclip.checkpoint.official import convert_official_state_dict, load_official_checkpoint
+from denseclip.checkpoint.official import (
+    RETINANET_ANCHORS,
+    convert_official_state_dict,
+    load_official_checkpoint,
+)
 from denseclip.data import SYNTHETIC_DET_CLASSES, KeepRatioResize
+from denseclip.data.folder import coco_instances_path
+from denseclip.data.synthetic import synthetic_detection_root
 from denseclip.meta_arch import SymmetricClampBox2BoxTransform, rescale_detections
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -529,7 +535,8 @@ def position_rows(feats: list, kernel: int) -> torch.Tensor:
 
 
 def apply_rows(conv: nn.Conv2d, rows: torch.Tensor, channels: int) -> torch.Tensor:
-    """``conv`` at the locations of ``rows`` (N×C·k²) → (N·A)×channels: per location its A anchors."""
+    """``conv`` at the locations of ``rows`` (N×C·k²) → (N·A)×channels, per location its A
+    anchors."""
     out = rows @ conv.weight.flatten(1).T + conv.bias
     return out.reshape(-1, channels)
 
@@ -722,3 +729,45 @@ def test_coco_ap_is_the_official_evaluations(
     for ap_ours, ap_official in aps.values():
         assert ap_official > 5  # the fitted model detects (random weights: AP 0.01)
         assert abs(ap_ours - ap_official) <= 0.1
+
+
+def to_official(our_state: dict, official: torch.nn.Module) -> dict:
+    """Our state dict → the official one of ``official``'s architecture (the conversion
+    inverted: names, and RetinaNet's anchor blocks back to mmdet's order)."""
+    conversion = convert_official_state_dict(official.state_dict())
+    state = {}
+    for key, ours in conversion.names.items():
+        value = our_state[ours]
+        if key in conversion.transformed:  # PermuteAnchors: ours = blocks[order]
+            order = RETINANET_ANCHORS.official_order()
+            blocks = value.reshape(len(order), -1, *value.shape[1:])
+            inverse = torch.empty_like(blocks)
+            inverse[order] = blocks
+            value = inverse.reshape(value.shape)
+        state[key] = value
+    return state
+
+
+def test_coco_ap_of_a_trained_retinanet_is_the_official_evaluations(tmp_path):
+    """Opt-in (minutes of training): $DENSECLIP_TRAINED_RETINANET names a checkpoint of ours
+    from ``python train_net.py --config-file configs/Synthetic/retinanet_denseclip_tiny.py
+    model.backbone.bottom_up.image_encoder.heads=32`` (the official code's 32 attention-pool
+    heads), written back in the official format for the reference side; evaluated both ways on
+    synthetic_det_val (64 images of 128×128, kept at their size)."""
+    path = os.environ.get("DENSECLIP_TRAINED_RETINANET")
+    if not path:
+        pytest.skip("set $DENSECLIP_TRAINED_RETINANET to a trained retinanet_denseclip_tiny")
+    official = official_retinanet(True).eval()
+    our_state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    official.load_state_dict(to_official(our_state, official), strict=True)
+    ours = convert_to_ours("retinanet_denseclip_tiny.py", official, tmp_path)
+    dicts = DatasetCatalog.get("synthetic_det_val")
+    coco_file = coco_instances_path(synthetic_detection_root(), "val")
+    ((ap_ours, ap_official),) = coco_ap(
+        ours, official, dicts, coco_file, ["bbox"], (128, 128)
+    ).values()
+    print(
+        f"trained retinanet_denseclip_tiny box AP: ours {ap_ours:.2f}, official {ap_official:.2f}"
+    )
+    assert ap_official > 20
+    assert abs(ap_ours - ap_official) <= 0.1
