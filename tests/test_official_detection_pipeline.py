@@ -6,7 +6,9 @@ path (tests/mmdet_reference.py) on the same official-format checkpoint.
 
 The models have the tiny synthetic configs' widths, so that the test is fast; the official
 checkpoint is the reference model's own state dict (official names by construction), written
-to disk in the mmcv format and converted by ``denseclip.checkpoint.official``.
+to disk in the mmcv format and converted by ``denseclip.checkpoint.official``. Sections: the
+RetinaNet and Mask R-CNN detections of random checkpoints, each inference switch on hand-made
+predictions, and COCO AP of models that detect (section comment there).
 """
 
 import contextlib
@@ -19,6 +21,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import REPO_ROOT
 from mmdet_reference import (
     MASK_RCNN_TEST_CFG,
@@ -36,10 +39,9 @@ from mmdet_reference import (
     roi_extract,
 )
 from official_reference import CLIPResNet, CLIPTextContextEncoder, ContextDecoder, randomize_
-import torch.nn.functional as F
-from torch import nn
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from torch import nn
 from torchvision.ops import box_iou, roi_align, sigmoid_focal_loss
 
 from detectron2.config import LazyConfig, instantiate
