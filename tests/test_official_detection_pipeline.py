@@ -12,6 +12,7 @@ predictions, and COCO AP of models that detect (section comment there).
 """
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -44,8 +45,9 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 from torchvision.ops import box_iou, roi_align, sigmoid_focal_loss
 
+from detectron2.config import LazyCall as L
 from detectron2.config import LazyConfig, instantiate
-from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data import DatasetCatalog
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
@@ -128,24 +130,38 @@ def write_images(folder) -> list:
     return dicts
 
 
-def convert_to_ours(config: str, official: torch.nn.Module, folder):
-    """``official``'s state dict as an mmcv checkpoint file → our model of ``config`` (eval), with
+@functools.lru_cache(maxsize=None)
+def tiny_model_config(config: str):
+    """The model node of ``configs/Synthetic/{config}`` (loaded once: loading takes seconds), with
     the official code's 32 attention-pool heads (the tiny configs take CLIP's width·32/64)."""
+    model = LazyConfig.load(os.path.join(REPO_ROOT, "configs/Synthetic", config)).model
+    model.backbone.bottom_up.image_encoder.heads = 32
+    return model
+
+
+def convert_to_ours(config: str, official: torch.nn.Module, folder):
+    """``official``'s state dict as an mmcv checkpoint file → our model of ``config`` (eval)."""
     path = str(folder / "official.pth")
     torch.save({"meta": {}, "state_dict": official.state_dict()}, path)
     state_dict, _ = load_official_checkpoint(path)
-    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/Synthetic", config))
-    cfg.model.backbone.bottom_up.image_encoder.heads = 32
-    model = instantiate(cfg.model).eval()
+    model = instantiate(tiny_model_config(config)).eval()
     model.load_state_dict(convert_official_state_dict(state_dict).state_dict, strict=True)
     return model
 
 
+@functools.lru_cache(maxsize=None)
+def coco_test_mapper(scale):
+    """The COCO configs' test mapper (its class, image format and mmcv resize), resizing to
+    ``scale`` instead of (1333, 800)."""
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/common/data/coco_detection.py"))
+    cfg.dataloader.test.mapper.augmentations = [L(KeepRatioResize)(scale=scale, backend="opencv")]
+    return instantiate(cfg.dataloader.test.mapper)
+
+
 def our_detections(model, dataset_dicts, scale=TEST_SCALE) -> list:
-    """Our evaluation path: the mapper with the COCO configs' (mmcv) resize, the model."""
-    mapper = DatasetMapper(
-        is_train=False, augmentations=[KeepRatioResize(scale)], image_format="RGB"
-    )
+    """Our evaluation path: the COCO configs' test mapper (:func:`coco_test_mapper`), the
+    model."""
+    mapper = coco_test_mapper(scale)
     with torch.no_grad():
         return [model([mapper(dict(d))])[0]["instances"] for d in dataset_dicts]
 
@@ -303,9 +319,9 @@ def test_symmetric_clamp_shrinks_a_box_at_most_62_5_times_and_grows_it_as_detect
 def stock_retinanet():
     """The tiny CLIP RetinaNet (no text side), switches at detectron2's defaults, for
     hand-made predictions."""
-    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/Synthetic/retinanet_clip_tiny.py"))
-    cfg.model.update(candidate_selection="detectron2", clip_boxes_before_nms=False)
-    return instantiate(cfg.model).eval()
+    model = instantiate(tiny_model_config("retinanet_clip_tiny.py")).eval()
+    model.candidate_selection, model.clip_boxes_before_nms = "detectron2", False
+    return model
 
 
 def _decode(model, anchors, scores, topk, **switches):
