@@ -467,17 +467,8 @@ def training_samples(dicts, coco_file) -> list:
     for d in dicts:
         img, meta = load_test_image(d["file_name"], SHAPES_TRAIN_SIZE)
         anns = gt.loadAnns(gt.getAnnIds(imgIds=d["image_id"]))
-        boxes = torch.tensor(
-            [
-                [
-                    a["bbox"][0],
-                    a["bbox"][1],
-                    a["bbox"][0] + a["bbox"][2],
-                    a["bbox"][1] + a["bbox"][3],
-                ]
-                for a in anns
-            ]
-        )
+        boxes = torch.tensor([a["bbox"] for a in anns])  # x, y, w, h
+        boxes[:, 2:] += boxes[:, :2]
         labels = torch.tensor([a["category_id"] - 1 for a in anns])
         masks = torch.from_numpy(np.stack([gt.annToMask(a) for a in anns])).float()
         samples.append((img, meta, boxes, labels, masks))
