@@ -88,6 +88,8 @@ class ExportMetadata:
         meta_architecture: the exported model's class name.
         test_mode, crop_size, stride: the segmentor's inference ("slide" or "whole"), window
             and step, which the runtime's window driver follows.
+        drop_empty_boxes: the detector's final rescaling drops boxes that are empty after
+            clipping (detectron2) or keeps them (mmdet; :func:`rescale_detections`).
     """
 
     task: str
@@ -100,6 +102,7 @@ class ExportMetadata:
     test_mode: str = "whole"
     crop_size: Tuple[int, int] = (0, 0)
     stride: Tuple[int, int] = (0, 0)
+    drop_empty_boxes: bool = True
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -223,7 +226,12 @@ def _traceable(
     num_classes = getattr(model, "num_classes", None) or model.roi_heads.num_classes
     names = class_names or [str(k) for k in range(num_classes)]
     metadata = ExportMetadata(
-        "instances", list(names), ["image"], [*schema.keys, "image_size"], boxes
+        "instances",
+        list(names),
+        ["image"],
+        [*schema.keys, "image_size"],
+        boxes,
+        drop_empty_boxes=getattr(model, "drop_empty_boxes", True),
     )
     return adapter, metadata
 

@@ -8,8 +8,9 @@ The graph runs in ONNX Runtime (``.onnx``) or TorchScript (``.ts``); the file's 
 what it predicts. Around it, the same steps as :class:`~denseclip.Predictor`: the config's
 test-time resize and channel order, then for segmentation the project's own whole or slide
 inference (:func:`denseclip.meta_arch.segment_image`, the windows batched into one run of the
-graph) and the resize to the image; for detection detectron2's ``detector_postprocess``
-(boxes rescaled and clipped, masks pasted).
+graph) and the resize to the image; for detection the model's final rescaling
+(:func:`~denseclip.meta_arch.rescale_detections`: boxes rescaled and clipped, masks pasted, empty
+boxes dropped as detectron2 does or kept as mmdet does, as the exported model did).
 """
 
 import os
@@ -20,11 +21,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
 from .export import METADATA_KEY, ExportMetadata
-from .meta_arch import segment_image
+from .meta_arch import rescale_detections, segment_image
 from .predictor import ImagePipeline
 
 __all__ = ["BACKENDS", "ExportedGraph", "ExportedPredictor"]
@@ -161,4 +161,4 @@ class ExportedPredictor(ImagePipeline):
                 )
                 return {"sem_seg": logits[0]}
             instances = self.graph.instances(self.graph(inputs["image"]))
-            return {"instances": detector_postprocess(instances, *output_size)}
+            return {"instances": rescale_detections(instances, *output_size, meta.drop_empty_boxes)}
