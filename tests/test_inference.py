@@ -279,7 +279,8 @@ def test_predictor_runs_slide_inference(tiny_config, checkpoint, image_bgr):
     seen = []
     slide.model.backbone.register_forward_pre_hook(lambda m, x: seen.append(tuple(x[0].shape)))
     assert slide(image_bgr)["sem_seg"].shape == (K, 480, 640)
-    assert seen == [(6 * 8, 3, 128, 128)]  # 6 rows × 8 columns of windows, batched
+    # 6 rows × 8 columns of windows, slide_batch_size (8) at a time
+    assert seen == [(8, 3, 128, 128)] * 6
 
 
 def test_predictor_applies_the_test_time_resize(tiny_config, checkpoint, image_bgr):

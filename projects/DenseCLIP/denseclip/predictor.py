@@ -10,6 +10,7 @@ import argparse
 import copy
 import logging
 import os
+import threading
 from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
@@ -83,6 +84,11 @@ class Predictor:
             which makes inference faster; outputs equal the unfolded model's up to float
             rounding.
 
+    Threads: one Predictor may be shared by several threads, but it runs one call at a time (a
+    lock around the model): the model holds state that calls mutate (the cached class
+    embeddings, refreshed when the autocast or inference mode differs from the caller's; the
+    pyramid's side outputs). For parallel inference, give each thread its own Predictor.
+
     Attributes:
         model: the eval-mode model. metadata: the test dataset's metadata, or the model's class
         names as ``stuff_classes``. input_format, device.
@@ -124,6 +130,7 @@ class Predictor:
         self._model_format = mapper.get("image_format", "BGR")
         self._augmentations = T.AugmentationList(instantiate(mapper.get("augmentations", [])))
         self.metadata = self._find_metadata(_first_name(test_names))
+        self._lock = threading.Lock()
 
     def _load_weights(self, weights: Optional[str]) -> None:
         if not weights:
@@ -163,8 +170,9 @@ class Predictor:
     def __call__(self, image: np.ndarray) -> Dict:
         """image: H×W×3 (``input_format``) → the model's outputs for it, e.g. ``{"sem_seg":
         K×H×W logits}`` or ``{"instances": Instances}`` at the image's resolution."""
-        with torch.no_grad():
-            return self.model([self._inputs(image)])[0]
+        inputs = self._inputs(image)
+        with self._lock, torch.no_grad():
+            return self.model([inputs])[0]
 
     def score_maps(self, image: np.ndarray, texts: Union[str, Sequence[str]]) -> torch.Tensor:
         """Pixel-text score maps of any prompts on one image (open vocabulary).
@@ -187,7 +195,7 @@ class Predictor:
             )
         texts = [texts] if isinstance(texts, str) else list(texts)
         inputs = self._inputs(image)
-        with torch.no_grad():
+        with self._lock, torch.no_grad():
             images = self.model.preprocess_image([inputs])
             scores = self._backbone.text_score_maps(images.tensor, texts)
             scores = F.interpolate(
