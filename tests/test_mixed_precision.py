@@ -6,13 +6,14 @@ what exposes dtype mismatches in our modules (attention pool, text encoder, cont
 score maps, losses, TTA).
 
 "Agrees with float32" (the tiny models, random weights, synthetic images):
-- segmentation: the per-pixel argmax of the logits is the same on ≥ 98 % of the pixels
-  (measured 99.2–100 % over the 8 model types);
+- segmentation: the per-pixel argmax of the logits is the same on ≥ 97 % of the pixels
+  (measured 98.0–100 % over the 8 model types × 4 images of 128², lowest for pre-model
+  prompting, whose text encoder runs on every image under autocast);
 - detection: the untrained tiny detectors score every box alike (≈ the prior: 0.01 RetinaNet,
   ≈ 0.25 Mask R-CNN, equal to 3 decimals), so which boxes make their top-k is decided by
   rounding and is no measure of agreement. Compared instead: every pyramid level the heads read
-  (≤ 3 % relative L2 error, measured 0.6–2 %) and the top-10 scores (≤ 2 % relative error,
-  ranking-free), with as many detections as float32.
+  (≤ 2 % relative L2 error, measured 0.6–0.8 %) and the top-10 scores (≤ 2 % relative error,
+  measured ≤ 0.2 %, ranking-free), with as many detections as float32.
 """
 
 import pytest
@@ -94,7 +95,7 @@ def test_segmentation_argmax_under_autocast_agrees_with_float32(model):
             logits = model(inputs)[0]["sem_seg"]
     assert torch.isfinite(logits).all()
     agreement = (logits.argmax(0) == expected.argmax(0)).float().mean().item()
-    assert agreement >= 0.98, agreement
+    assert agreement >= 0.97, agreement
 
 
 def relative_error(ours: torch.Tensor, expected: torch.Tensor) -> float:
@@ -119,7 +120,7 @@ def test_detection_under_autocast_agrees_with_float32(model, monkeypatch):
         handle.remove()
     expected_pyramid, pyramid = pyramids
     for level, features in expected_pyramid.items():
-        assert relative_error(pyramid[level], features) <= 0.03, level
+        assert relative_error(pyramid[level], features) <= 0.02, level
     assert len(mixed) == len(reference) > 0
     assert torch.isfinite(mixed.pred_boxes.tensor).all()
     top_scores = mixed.scores[:10].float()
@@ -148,4 +149,4 @@ def test_tta_under_autocast_averages_float32_probabilities(model):
     assert probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(0), torch.ones(SIZE))
     agreement = (probs.argmax(0) == expected.argmax(0)).float().mean().item()
-    assert agreement >= 0.98, agreement
+    assert agreement >= 0.97, agreement

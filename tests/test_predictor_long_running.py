@@ -74,10 +74,10 @@ def test_tokenizer_cache_size_is_bounded_by_default():
 def test_new_prompts_on_every_call_do_not_refresh_the_class_embeddings(predictor):
     prompts = predictor.model.backbone.bottom_up.prompts
     predictor.score_maps(image(0), ["sky"])
-    cached = prompts._cache
+    cached = prompts._cached
     for call in range(5):
         predictor.score_maps(image(0), soak_tool.new_prompts(call))
-    assert prompts._cache is cached
+    assert prompts._cached is cached
 
 
 # ----------------------------------------------------------------------------- threads

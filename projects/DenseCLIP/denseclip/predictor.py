@@ -86,8 +86,8 @@ class Predictor:
 
     Threads: one Predictor may be shared by several threads, but it runs one call at a time (a
     lock around the model): the model holds state that calls mutate (the cached class
-    embeddings, refreshed when the autocast or inference mode differs from the caller's; the
-    pyramid's side outputs). For parallel inference, give each thread its own Predictor.
+    embeddings, the pyramid's side outputs). For parallel inference, give each thread its own
+    Predictor.
 
     Attributes:
         model: the eval-mode model. metadata: the test dataset's metadata, or the model's class
