@@ -123,7 +123,6 @@ def main(argv=None) -> Dict[str, float]:
     parser.add_argument("--max-growth-mib", type=float, help="exit with status 1 above this")
     add_config_arguments(parser, "register a dataset folder first, as train_net.py does")
     args = parser.parse_args(argv)
-    setup_logger(name="denseclip")
     setup_logger()
 
     cfg = load_config(args.config_file, args.opts, args.dataset)

@@ -224,6 +224,7 @@ class ClassTextPrompts(nn.Module):
         return mode + tuple((id(p), p._version, p.data_ptr(), p.device, p.dtype) for p in params)
 
     def _without_autocast(self):
+        """Autocast off: text embeddings in the parameters' dtype whatever the caller's."""
         return torch.autocast(self.contexts.device.type, enabled=False)
 
     def forward(self) -> torch.Tensor:
@@ -276,7 +277,7 @@ class ClassTextPrompts(nn.Module):
         ``deployed_embeddings``: the state dict then holds no text-encoder weights."""
         if self.deployed:
             return
-        with torch.no_grad():
+        with torch.no_grad(), self._without_autocast():
             embeddings = self.text_encoder(self.class_tokens, self.contexts)
         self._become_deployed(embeddings)
 
