@@ -27,6 +27,7 @@ model.backbone.out_channels = 64
 model.sem_seg_head.update(num_classes=len(SYNTHETIC_CLASSES), conv_dims=32, norm="BN")
 model.test_mode = "whole"
 model.crop_size = (128, 128)  # training batches are padded to at least this size
+model.stride = (85, 85)  # slide inference (model.test_mode=slide): 2/3 of the crop, as ADE20K
 
 dataloader = dict(
     train=L(build_detection_train_loader)(

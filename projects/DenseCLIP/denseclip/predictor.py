@@ -10,6 +10,7 @@ import argparse
 import copy
 import logging
 import os
+import threading
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -173,6 +174,11 @@ class Predictor(ImagePipeline):
         overrides: ``key=value`` config overrides, checked like train_net.py's
             (:func:`denseclip.overrides.apply_overrides`), applied to the (copied) config.
 
+    Threads: one Predictor may be shared by several threads, but it runs one call at a time (a
+    lock around the model): the model holds state that calls mutate (the cached class
+    embeddings, the pyramid's side outputs). For parallel inference, give each thread its own
+    Predictor.
+
     Attributes:
         model: the eval-mode model. metadata: the test dataset's metadata, or the model's class
         names as ``stuff_classes``. input_format, device.
@@ -203,6 +209,7 @@ class Predictor(ImagePipeline):
         )
         names = list(self._backbone.prompts.class_names) if self._backbone is not None else []
         self.metadata = self._find_metadata(names)
+        self._lock = threading.Lock()
 
     def _load_weights(self, weights: Optional[str]) -> None:
         if not weights:
@@ -218,8 +225,9 @@ class Predictor(ImagePipeline):
     def __call__(self, image: np.ndarray) -> Dict:
         """image: H×W×3 (``input_format``) → the model's outputs for it, e.g. ``{"sem_seg":
         K×H×W logits}`` or ``{"instances": Instances}`` at the image's resolution."""
-        with torch.no_grad():
-            return self.model([self._inputs(image)])[0]
+        inputs = self._inputs(image)
+        with self._lock, torch.no_grad():
+            return self.model([inputs])[0]
 
     def score_maps(self, image: np.ndarray, texts: Union[str, Sequence[str]]) -> torch.Tensor:
         """Pixel-text score maps of any prompts on one image (open vocabulary).
@@ -242,7 +250,7 @@ class Predictor(ImagePipeline):
             )
         texts = [texts] if isinstance(texts, str) else list(texts)
         inputs = self._inputs(image)
-        with torch.no_grad():
+        with self._lock, torch.no_grad():
             images = self.model.preprocess_image([inputs])
             scores = self._backbone.text_score_maps(images.tensor, texts)
             scores = F.interpolate(

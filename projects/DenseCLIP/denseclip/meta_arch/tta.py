@@ -91,7 +91,8 @@ class SemanticSegmentorWithTTA(nn.Module):
         total = None
         passes = self.augmented_inputs(inputs)
         for pass_inputs, flipped in passes:
-            probs = self.model([pass_inputs])[0]["sem_seg"].softmax(dim=0)
+            # float32 whatever the logits (bfloat16 under autocast): a mean of many passes
+            probs = self.model([pass_inputs])[0]["sem_seg"].softmax(dim=0, dtype=torch.float32)
             probs = probs.flip(-1) if flipped else probs
             total = probs if total is None else total + probs
         return total / len(passes)
