@@ -30,8 +30,8 @@ BASELINE_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/fpn_clip_tiny.py")
 RETINANET_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/retinanet_denseclip_tiny.py")
 MASK_RCNN_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/mask_rcnn_denseclip_tiny.py")
 #: Odd sizes, neither a multiple of 32: portrait and landscape (detection: ≤ 128, the tiny
-#: detectors' cropped positional embedding).
-SEG_SIZES = [(101, 77), (70, 150)]
+#: detectors' cropped positional embedding); segmentation also a side under 32 (padded to 32).
+SEG_SIZES = [(101, 77), (70, 150), (20, 70)]
 DET_SIZES = [(101, 77), (70, 118)]
 
 
@@ -346,14 +346,15 @@ def test_a_detection_sample_without_detections_is_refused(retinanet, tmp_path):
 
 def test_a_segmentor_traced_at_a_multiple_of_32_still_fits_odd_sizes(tmp_path):
     model = build(LazyConfig.load(SEG_CONFIG))
-    sample = torch.rand(2, 3, 64, 96) * 255  # needs no padding: encode_decode pads all the same
+    sample = torch.rand(2, 3, 64, 96) * 255  # levels exactly 2× apart: resized all the same
     path, _ = export_model(model, "onnx", str(tmp_path), sample)  # verified at 123×81
     assert os.path.isfile(path)
 
 
 def test_a_graph_that_fits_only_its_traced_size_is_not_kept(monkeypatch, tmp_path):
-    # Without encode_decode's tracing branch, a trace at 64×96 records no padding at all, and
-    # the graph fails on sizes that need it.
+    # Without the tracing branches (encode_decode's padding, the head's resizes of its levels to
+    # the finest one's size), a trace at 64×96 records neither, and the graph fails on sizes
+    # that need them.
     model = build(LazyConfig.load(SEG_CONFIG))
     monkeypatch.setattr(torch.jit, "is_tracing", lambda: False)
     with pytest.raises(RuntimeError, match="does not generalise over image sizes"):

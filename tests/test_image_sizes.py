@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from detectron2.config import LazyCall as L
+from detectron2.modeling import FPN
+from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 
 from helpers import read_json
 from tiny_models import DETECTION, SEGMENTATION, build_model, load_config
@@ -93,6 +95,22 @@ def test_detections_lie_in_an_image_of_the_input_size(model, size):
     with torch.no_grad():
         instances = model([{"image": random_image(height, width)}])[0]["instances"]
     check_instances(instances, height, width)
+
+
+@pytest.mark.parametrize("model", SEGMENTATION, indirect=True)
+def test_at_multiples_of_32_the_network_is_detectron2s_fpn_and_head_bit_for_bit(model, monkeypatch):
+    """Where every level is twice the next, mmseg's sizes (the FPN's top-down path upsampled to
+    each lateral's size, the head's levels resized to the finest one's, the logits to the
+    window's) are detectron2's exact 2× steps: with or without ``pad_windows``, the logits equal
+    those of detectron2's own ``FPN.forward`` and ``SemSegFPNHead`` (logits upsampled 4×)."""
+    image = (random_image(64, 96)[None] - model.pixel_mean) / model.pixel_std
+    with torch.no_grad():
+        pyramid = FPN.forward(model.backbone, image)
+        stock = SemSegFPNHead.layers(model.sem_seg_head, pyramid)  # eval: no dropout to skip
+        stock = F.interpolate(stock, scale_factor=4, mode="bilinear", align_corners=False)
+        for pad_windows in (False, True):
+            monkeypatch.setattr(model, "pad_windows", pad_windows)
+            assert torch.equal(model.encode_decode(image), stock), pad_windows
 
 
 # ------------------------------------------------------------------ slide inference in batches

@@ -7,11 +7,10 @@ converts the file with ``denseclip.checkpoint`` (what ``tools/convert_official_c
 runs), loads it strictly into our model built from the tiny LazyConfig at the same sizes, and
 compares the ``sem_seg`` logits. Run with ``-s`` to see the largest difference of each case.
 
-Where the two implementations cannot agree: an image (whole mode) or a slide window whose side
-is not a multiple of 32. mmseg's FPN and FPNHead resize each level to the size of the next
-(floor/ceil sizes from the strided layers), while detectron2's upsample by exactly 2, so ours
-pads to a multiple of 32 and crops the logits; the padded border changes the features. At the
-official 512 / 640 windows on images of at least that size, every window is a multiple of 32.
+Images (whole mode) and slide windows whose sides are not multiples of 32 run at their own size,
+as in mmseg (``pad_windows=False``, the configs' default): the FPN and the head follow the
+levels' sizes as the strided layers round them. Only sides under 32 pixels, which the official
+encoders cannot take, are padded.
 """
 
 import dataclasses
@@ -257,10 +256,13 @@ KINDS = ["resnet", "vit", "resnet_baseline", "vit_baseline"]
 # ----------------------------------------------------------------------------- equivalence
 
 
+@pytest.mark.parametrize("size", [(96, 128), (90, 141)], ids=["96x128", "90x141"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_whole_inference_matches_official(official_and_ours, kind):
+def test_whole_inference_matches_official(official_and_ours, kind, size):
+    """Multiples of 32, and not: 90×141 makes the CLIP ResNet's levels 23×36, 11×18, 5×9, 2×4
+    and the ViT's 20×32, 10×16, 5×8, 2×4."""
     official, ours = official_and_ours(kind, WHOLE)
-    compare(official, ours, random_image(96, 128), label=f"{kind}, whole 96x128")
+    compare(official, ours, random_image(*size), label=f"{kind}, whole {size[0]}x{size[1]}")
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -240,14 +240,54 @@ def test_whole_inference_on_a_size_not_divisible_by_32(model):
     assert torch.isfinite(outputs[0]["sem_seg"]).all()
 
 
-def test_whole_inference_equals_encode_decode_of_the_zero_padded_image(model):
+def test_the_network_runs_at_the_images_own_size_as_mmseg(model):
+    """``pad_windows=False`` (the configs' default): a 100×120 image reaches the backbone as is;
+    the head's logits are resized to 100×120."""
     model.eval().test_mode = "whole"
+    assert not model.pad_windows
+    inputs = random_inputs(batch=1, height=100, width=120, labels=False)
+    seen = Capture(model.backbone.bottom_up)
+    with torch.no_grad():
+        logits = model(inputs)[0]["sem_seg"]
+        image = normalized(model, inputs[0]["image"])
+        expected = model.sem_seg_head(model.backbone(image), output_size=(100, 120))[0][0]
+    assert seen.output["res2"].shape[-2:] == (25, 30)  # 100×120 at stride 4, not 128×128
+    assert torch.equal(logits, expected)
+
+
+def test_sides_shorter_than_32_are_padded_to_32_and_cropped_back(model):
+    """The official encoders cannot take a side under 32 pixels: it is padded to 32 (zeros,
+    the normalised mean), the other side is kept."""
+    model.eval().test_mode = "whole"
+    inputs = random_inputs(batch=1, height=20, width=70, labels=False)
+    with torch.no_grad():
+        logits = model(inputs)[0]["sem_seg"]
+        padded = F.pad(normalized(model, inputs[0]["image"]), (0, 0, 0, 12))
+        expected = model.sem_seg_head(model.backbone(padded), output_size=(32, 70))[0][0]
+    assert torch.equal(logits, expected[:, :20])
+
+
+def test_pad_windows_pads_to_a_multiple_of_32_as_detectron2(model):
+    """``pad_windows=True``: the zero-padded 128×128 image through detectron2's head inference
+    (logits upsampled 4×), cropped back to 100×120."""
+    model.eval().test_mode = "whole"
+    model.pad_windows = True
     inputs = random_inputs(batch=1, height=100, width=120, labels=False)
     with torch.no_grad():
         logits = model(inputs)[0]["sem_seg"]
         padded = F.pad(normalized(model, inputs[0]["image"]), (0, 8, 0, 28))
         expected = model.sem_seg_head(model.backbone(padded))[0][0, :, :100, :120]
-    torch.testing.assert_close(logits, expected)
+    assert torch.equal(logits, expected)
+
+
+def test_padded_and_exact_windows_differ_where_sides_are_not_multiples_of_32(model):
+    model.eval().test_mode = "whole"
+    inputs = random_inputs(batch=1, height=100, width=120, labels=False)
+    with torch.no_grad():
+        exact = model(inputs)[0]["sem_seg"]
+        model.pad_windows = True
+        padded = model(inputs)[0]["sem_seg"]
+    assert (exact - padded).abs().max() > 1e-3
 
 
 def test_slide_inference_averages_the_windows_logits(model):

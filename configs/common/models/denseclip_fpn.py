@@ -63,5 +63,6 @@ model = L(DenseCLIPSemanticSegmentor)(
     test_mode="slide",
     crop_size=(512, 512),
     stride=(341, 341),
+    pad_windows=False,  # mmseg: every window at its own size (True: padded to multiples of 32)
 )
 set_prompting(model.backbone.bottom_up, "post")  # the context decoder

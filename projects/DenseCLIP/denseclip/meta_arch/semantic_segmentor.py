@@ -106,7 +106,8 @@ class DenseCLIPSemanticSegmentor(SemanticSegmentor):
     labels. Baselines (no ``score_map``) train with the decode loss alone.
 
     Args:
-        backbone, sem_seg_head, pixel_mean, pixel_std: as :class:`SemanticSegmentor`.
+        backbone, sem_seg_head, pixel_mean, pixel_std: as :class:`SemanticSegmentor`; the head's
+            forward takes ``output_size`` (:class:`~denseclip.sem_seg_head.DenseCLIPSemSegFPNHead`).
         tau: temperature of the pixel-text loss (0.07).
         aux_loss_weight: weight of the pixel-text loss (0.4 in the official configs).
         aux_loss_reduction: "all_pixels" (mmseg) or "valid_pixels" (detectron2).
@@ -119,6 +120,16 @@ class DenseCLIPSemanticSegmentor(SemanticSegmentor):
             grows with it, not with the image (a 4000×3000 image has 1645 windows of 128 at
             stride 85); 8 runs every ADE20K val image (2–6 windows of 512) in one batch. The
             logits do not depend on it beyond float rounding.
+        pad_windows: how a window (the image, in whole mode) whose sides are not multiples of
+            the backbone's ``size_divisibility`` (32) runs through the network. False (official,
+            mmseg): at its own size, each level as the strided layers round it (the FPN and the
+            head follow those sizes); only a side shorter than 32, which the official encoders
+            cannot take (the CLIP ViT needs 32 pixels, the CLIP ResNet 31), is padded up to 32.
+            True (detectron2's convention): padded at the bottom and right with zeros (the
+            normalised mean) to the next multiple of 32, the logits cropped back. Both give the
+            same logits, bit for bit, on windows whose sides are multiples of 32: every 512²
+            (ViT-B: 640²) window of an image at least that large. Smaller windows (panoramas,
+            the multi-scale test's small ratios, whole mode) differ.
     """
 
     def __init__(
@@ -135,6 +146,7 @@ class DenseCLIPSemanticSegmentor(SemanticSegmentor):
         crop_size: Tuple[int, int] = (512, 512),
         stride: Tuple[int, int] = (341, 341),
         slide_batch_size: int = 8,
+        pad_windows: bool = False,
     ):
         super().__init__(
             backbone=backbone, sem_seg_head=sem_seg_head, pixel_mean=pixel_mean, pixel_std=pixel_std
@@ -151,6 +163,7 @@ class DenseCLIPSemanticSegmentor(SemanticSegmentor):
         self.crop_size = tuple(crop_size)
         self.stride = tuple(stride)
         self.slide_batch_size = slide_batch_size
+        self.pad_windows = pad_windows
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         images = [
@@ -195,17 +208,26 @@ class DenseCLIPSemanticSegmentor(SemanticSegmentor):
     def encode_decode(self, images: torch.Tensor) -> torch.Tensor:
         """B×3×h×w normalised images (any size) → B×K×h×w logits.
 
-        Pads bottom/right to the backbone's divisibility with zeros (the normalised mean), as
-        detectron2's FPN needs, and crops the logits back. While traced (export), it always pads
-        (maybe by 0), so that the graph fits every size.
+        Pads bottom/right with zeros (the normalised mean) as :attr:`pad_windows` says, runs the
+        network, resizes the head's logits to the padded size and crops them back. While traced
+        (export), it always pads (maybe by 0), so that the graph fits every size.
         """
         h, w = images.shape[-2:]
-        divisor = self.backbone.size_divisibility or 1
-        pad_h, pad_w = -h % divisor, -w % divisor
-        if pad_h or pad_w or torch.jit.is_tracing():
+        pad_h, pad_w = self._window_padding(h, w)
+        if torch.jit.is_tracing() or pad_h or pad_w:
             images = F.pad(images, (0, pad_w, 0, pad_h))
-        logits, _ = self.sem_seg_head(self.backbone(images))
+        logits, _ = self.sem_seg_head(self.backbone(images), output_size=images.shape[-2:])
         return logits[..., :h, :w]
+
+    def _window_padding(self, height: int, width: int) -> Tuple[int, int]:
+        """(bottom, right) padding of an h×w window: up to the next multiple of the backbone's
+        size_divisibility (``pad_windows``), or only up to size_divisibility itself."""
+        divisor = self.backbone.size_divisibility or 1
+        if self.pad_windows:
+            return -height % divisor, -width % divisor
+        if torch.jit.is_tracing():  # sizes are 0-dim tensors: keep the comparison in the graph
+            return (divisor - height).clamp(min=0), (divisor - width).clamp(min=0)
+        return max(divisor - height, 0), max(divisor - width, 0)
 
     def slide_inference(self, image: torch.Tensor) -> torch.Tensor:
         """1×3×H×W → 1×K×H×W: logits averaged over overlapping windows, which run through the
