@@ -301,7 +301,7 @@ def test_predictor_applies_the_test_time_resize(tiny_config, checkpoint, image_b
     seen = []
     resized.model.backbone.register_forward_pre_hook(lambda m, x: seen.append(x[0].shape[-2:]))
     assert resized(image_bgr)["sem_seg"].shape == (K, 480, 640)
-    assert tuple(seen[0]) == (128, 192)  # 480×640 → 128×171, padded to 32
+    assert tuple(seen[0]) == (128, 171)  # 480×640 → 128×171, run at its own size (mmseg)
 
 
 def test_predictor_folds_batch_norms_without_changing_predictions(checkpoint, predictor, image_bgr):
