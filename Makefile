@@ -9,6 +9,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DETECTRON2_SOURCE ?= sal-detectron2==0.7.2
 STAMP := $(VENV)/.setup-done
 DEMO_DIR ?= output/demo
+# test processes (pytest-xdist; each test file runs whole in one of them, one thread each)
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test lint clean
 
@@ -20,7 +22,7 @@ $(STAMP): Makefile pyproject.toml setup.cfg tools/install_detectron2.sh
 	$(PIP) install --quiet "numpy<2" "setuptools<81" installer fvcore "iopath<0.1.10" \
 		"omegaconf>=2.1,<2.4" hydra-core pycocotools opencv-python-headless termcolor yacs \
 		tabulate cloudpickle tqdm matplotlib tensorboard packaging black openai-clip \
-		"timm>=1.0,<2" pytest pytest-timeout nbclient nbformat ipykernel \
+		"timm>=1.0,<2" pytest pytest-timeout pytest-xdist==3.8.0 nbclient nbformat ipykernel \
 		onnx==1.23.2 onnxruntime==1.32.0 onnxscript==0.7.2
 	DETECTRON2_SOURCE="$(DETECTRON2_SOURCE)" bash tools/install_detectron2.sh $(PY)
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
@@ -30,7 +32,7 @@ demo: setup
 	$(PY) tools/run_demo.py --output-dir $(DEMO_DIR)
 
 test: setup
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 lint: setup
 	$(PY) -m black --check --line-length 100 projects tools tests configs train_net.py
