@@ -263,6 +263,26 @@ def test_get_flops_counts_the_tiny_vit_detector(tiny_detectors, capsys):
     assert summary["params_m"] == round(params / 1e6, 3) and summary["gflops"] > 0
 
 
+def test_benchmark_times_and_measures_a_vit_detector(capsys):
+    """tools/benchmark.py on detection configs: inference latency, a training step, and (the
+    measurement ``--train-memory`` runs in a fresh process) the peak memory of a training
+    forward + backward of a Mask R-CNN with random boxes and masks."""
+    tool = load_python_file("tools/benchmark.py")
+    config_dir = os.path.join(REPO_ROOT, "configs", "Synthetic")
+    common = ["--variants", "denseclip", "--size", "96", "--threads", "1"]
+    report = tool.main(
+        ["--config-file", os.path.join(config_dir, f"{TINY_RETINANET}.py"), *common]
+        + ["--repeats", "1", "--warmup", "0", "--train-repeats", "1", "--no-memory"]
+    )
+    assert set(report["latency_ms"]) == set(report["train_step_ms"]) == {"denseclip"}
+    tool.main(
+        ["--config-file", os.path.join(config_dir, f"{TINY_MASK_RCNN}.py"), *common]
+        + ["--train-memory-of", "denseclip"]
+    )
+    memory = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert memory["train_peak_mb"] > 0 and memory["model_mb"] > 0
+
+
 # ----------------------------------------------------------------------------- tiny detectors
 
 
