@@ -26,6 +26,7 @@ from helpers import (
     free_port,
     load_python_file,
     run_train_net,
+    tiny_openai_clip_vit,
     tiny_overrides,
 )
 
@@ -390,27 +391,12 @@ def test_the_tiny_configs_train_the_text_side_and_freeze_the_text_encoder(tiny_d
         assert (id(param) in trained) == (not name.startswith(TEXT_ENCODER_PREFIX)), name
 
 
-def _tiny_openai_clip_vit():
-    """OpenAI CLIP with the tiny ViT config's sizes (its ViT has width // 64 = 1 head)."""
-    torch.manual_seed(0)
-    return openai.CLIP(
-        embed_dim=64,
-        image_resolution=128,
-        vision_layers=4,
-        vision_width=64,
-        vision_patch_size=16,
-        context_length=77,
-        vocab_size=49408,
-        transformer_width=64,
-        transformer_heads=4,
-        transformer_layers=2,
-    ).eval()
-
-
 def test_openai_vit_weights_load_into_every_image_encoder_tensor(load_tiny_config, tmp_path):
     """A converted OpenAI ViT CLIP file fills every tensor of the image and text encoders and
     nothing is left over; the loaded encoder gives OpenAI's image embedding."""
-    source = _tiny_openai_clip_vit()
+    torch.manual_seed(0)
+    # the tiny ViT config's sizes
+    source = tiny_openai_clip_vit(embed_dim=64, image_resolution=128, vision_layers=4)
     converted, report = convert_openai_clip(source.state_dict())
     assert report.skipped == ["logit_scale"]
     torch.save({"model": converted}, tmp_path / "clip.pth")

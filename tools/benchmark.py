@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from detectron2.config import instantiate
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
 from denseclip.backbone import DenseCLIPBackbone
@@ -173,10 +173,9 @@ def _random_instances(size: int, classes: int, with_masks: bool, generator) -> I
     instances.gt_boxes = Boxes(boxes)
     instances.gt_classes = torch.randint(classes, (2,), generator=generator)
     if with_masks:
-        masks = torch.zeros(2, size, size, dtype=torch.bool)
-        for mask, (x1, y1, x2, y2) in zip(masks, boxes.long().tolist()):
-            mask[y1:y2, x1:x2] = True
-        instances.gt_masks = BitMasks(masks)
+        instances.gt_masks = PolygonMasks(
+            [[[x1, y1, x2, y1, x2, y2, x1, y2]] for x1, y1, x2, y2 in boxes.tolist()]
+        )
     return instances
 
 

@@ -118,35 +118,6 @@ class WindowedAttentionBlock(ResidualAttentionBlock):
         return x + self.drop_path(self.mlp(self.ln_2(x)))
 
 
-class WindowedTransformer(nn.Module):
-    """CLIP's transformer (``resblocks``) of :class:`WindowedAttentionBlock`.
-
-    Args:
-        width, layers, heads: token width, number of blocks, heads.
-        window_size: window side of the windowed blocks.
-        window_block_indexes: blocks that attend in windows; the others attend globally.
-        drop_path_rate: stochastic depth of the last block; rates grow linearly from 0.
-    """
-
-    def __init__(
-        self,
-        width: int,
-        layers: int,
-        heads: int,
-        window_size: int,
-        window_block_indexes: Sequence[int],
-        drop_path_rate: float = 0.0,
-    ):
-        super().__init__()
-        rates = torch.linspace(0, drop_path_rate, layers).tolist()
-        self.resblocks = nn.ModuleList(
-            WindowedAttentionBlock(
-                width, heads, window_size if i in window_block_indexes else 0, rate
-            )
-            for i, rate in enumerate(rates)
-        )
-
-
 class CLIPViTDet(nn.Module):
     """CLIP ViT image encoder for detection: a stride-``patch_size`` map and DenseCLIP's
     embeddings, with ViTDet's windowed attention.
@@ -208,9 +179,13 @@ class CLIPViTDet(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = WindowedTransformer(
-            width, layers, heads, window_size, window_block_indexes, drop_path_rate
-        )
+        rates = torch.linspace(0, drop_path_rate, layers).tolist()
+        blocks = [
+            WindowedAttentionBlock(width, heads, window_size if i in window_block_indexes else 0, p)
+            for i, p in enumerate(rates)
+        ]
+        # OpenAI's names: transformer.resblocks.<i>
+        self.transformer = nn.ModuleDict({"resblocks": nn.ModuleList(blocks)})
         if with_embeddings:
             self.ln_post = LayerNorm(width)
             self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
