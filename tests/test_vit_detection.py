@@ -284,6 +284,19 @@ def test_benchmark_times_and_measures_a_vit_detector(capsys):
     assert memory["train_peak_mb"] > 0 and memory["model_mb"] > 0
 
 
+@pytest.mark.parametrize("kernel, materialised", [("fused", False), ("math", True)])
+def test_benchmark_attention_kernel_switch(kernel, materialised):
+    """``--attention-kernel math`` runs attention with PyTorch's math kernel, which computes the
+    softmax of the whole attention matrix; the fused default does not."""
+    tool = load_python_file("tools/benchmark.py")
+    args = tool.parse_args(["--attention-kernel", kernel, "--device", "cpu"])
+    q = torch.randn(1, 2, 16, 8, requires_grad=True)
+    with torch.profiler.profile() as profile, tool._numerics(args):
+        F.scaled_dot_product_attention(q, q, q).sum().backward()
+    ops = {event.key for event in profile.key_averages()}
+    assert any("softmax" in op for op in ops) == materialised, sorted(ops)
+
+
 # ----------------------------------------------------------------------------- tiny detectors
 
 

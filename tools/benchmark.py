@@ -58,6 +58,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from detectron2.config import instantiate
 from detectron2.structures import Boxes, Instances, PolygonMasks
@@ -202,15 +203,21 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _autocast(args):
-    if args.amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(args.device).type, dtype=AMP_DTYPES[args.amp])
+@contextlib.contextmanager
+def _numerics(args):
+    """Mixed precision (``--amp``) and the attention kernel (``--attention-kernel``)."""
+    with contextlib.ExitStack() as stack:
+        if args.amp != "none":
+            device = torch.device(args.device).type
+            stack.enter_context(torch.autocast(device, dtype=AMP_DTYPES[args.amp]))
+        if args.attention_kernel == "math":
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        yield
 
 
 def _inference(model: nn.Module, inputs: List[Dict], args) -> Callable[[], List[Dict]]:
     def run():
-        with torch.no_grad(), _autocast(args):
+        with torch.no_grad(), _numerics(args):
             return model(inputs)
 
     return run
@@ -317,7 +324,7 @@ def train_step_times(args, names: Sequence[str]) -> Dict[str, List[float]]:
 
 def _forward_backward(model: nn.Module, batch: List[Dict], args) -> None:
     """One training forward (losses) and backward; detectors log to an event storage."""
-    with EventStorage(), _autocast(args):
+    with EventStorage(), _numerics(args):
         losses = model(batch)
     sum(losses.values()).backward()
 
@@ -396,7 +403,8 @@ def print_train_memory(args, memory: Dict[str, Dict[str, float]]) -> Dict:
     paths = {"denseclip": args.config_file, "baseline": args.baseline_config_file}
     print(
         f"\npeak memory of one training forward + backward, {args.train_batch} image(s) of "
-        f"{args.size}×{args.size}, {args.device}, fresh process each (MiB)\n"
+        f"{args.size}×{args.size}, {args.device}, {args.attention_kernel} attention kernel, fresh "
+        "process each (MiB)\n"
     )
     print(f"{'model':<10} {'weights MB':>11} {'peak MB':>9}  config")
     for name, mem in memory.items():
@@ -541,6 +549,14 @@ def parse_args(argv: Optional[Sequence[str]] = None):
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
     )
     parser.add_argument("--amp", choices=["none", *AMP_DTYPES], default="none")
+    parser.add_argument(
+        "--attention-kernel",
+        choices=["fused", "math"],
+        default="fused",
+        help="scaled_dot_product_attention as PyTorch picks it (fused: the attention matrix is "
+        "never stored) or its math kernel (the matrix materialised and kept for the backward "
+        "pass, as ViTDet's own attention does)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--memory-of", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument(
