@@ -12,9 +12,9 @@ import torch
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.detection_utils import read_image
 
 from denseclip.checkpoint import DenseCLIPCheckpointer
+from denseclip.data import read_image
 from denseclip.engine import do_train, setup
 from denseclip.visualization import draw_sem_seg, side_by_side
 
