@@ -6,7 +6,6 @@ the text encoder left out of the graph.
 Each exported file is written once per module (exports take seconds); every test reads them.
 """
 
-import copy
 import os
 
 import cv2
@@ -30,7 +29,7 @@ SEG_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/denseclip_fpn_tiny.py")
 BASELINE_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/fpn_clip_tiny.py")
 RETINANET_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/retinanet_denseclip_tiny.py")
 MASK_RCNN_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/mask_rcnn_denseclip_tiny.py")
-VIT_RETINANET_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/retinanet_denseclip_vit_tiny.py")
+VIT_RETINANET = "retinanet_denseclip_vit_tiny"
 #: Odd sizes, neither a multiple of 32: portrait and landscape (detection: ≤ 128, the tiny
 #: detectors' cropped positional embedding).
 SEG_SIZES = [(101, 77), (70, 150)]
@@ -348,24 +347,18 @@ def test_a_detection_sample_without_detections_is_refused(retinanet, tmp_path):
         export_model(predictor.model, "onnx", str(tmp_path), torch.full((3, 64, 64), float("nan")))
 
 
-@pytest.fixture(scope="module")
-def vit_retinanet_cfg():
-    """The tiny ViT RetinaNet config (windowed CLIPViTDet, no square padding), loaded once."""
-    return LazyConfig.load(VIT_RETINANET_CONFIG)
-
-
 def test_vit_detectors_without_a_fixed_input_size_are_refused_with_the_reason(
-    vit_retinanet_cfg, tmp_path
+    load_tiny_config, tmp_path
 ):
-    model = instantiate(vit_retinanet_cfg.model).eval()
+    model = instantiate(load_tiny_config(VIT_RETINANET).model).eval()
     with pytest.raises(ValueError, match="CLIPViTDet.*only fit the traced.*square_pad=S"):
         export_model(model, "onnx", str(tmp_path))
 
 
 def test_a_square_padded_vit_detector_exports_and_detects_what_the_predictor_does(
-    vit_retinanet_cfg, tmp_path
+    load_tiny_config, tmp_path
 ):
-    cfg = copy.deepcopy(vit_retinanet_cfg)
+    cfg = load_tiny_config(VIT_RETINANET)
     cfg.model.backbone.square_pad = 128  # every test image reaches the ViT as 128×128
     predictor = Predictor(cfg, detector(cfg, tmp_path))
     path, _ = export_model(predictor.model, "torchscript", str(tmp_path), verify=False)

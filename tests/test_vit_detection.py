@@ -17,6 +17,7 @@ from fvcore.nn import FlopCountAnalysis
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling.backbone.utils import window_partition, window_unpartition
+from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
@@ -41,6 +42,7 @@ from denseclip.clip import CLIPViTDet
 from denseclip.clip.vitdet import WindowedAttentionBlock, window_attention, window_padding_mask
 from denseclip.data import write_synthetic_detection
 from denseclip.flops import ATTENTION_HANDLES
+from denseclip.meta_arch import SymmetricClampBox2BoxTransform
 from denseclip.solver import clip_vit_lr_decay_rate
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -328,12 +330,11 @@ def _batch(sizes, with_masks):
 
 
 @pytest.fixture(scope="module")
-def tiny_detectors(_tiny_config_cache):
+def tiny_detectors(load_tiny_config):
     """{name: (config, model)} of the tiny ViT RetinaNet and Mask R-CNN."""
-    cache, load = _tiny_config_cache
     built = {}
     for name in (TINY_RETINANET, TINY_MASK_RCNN):
-        cfg = load(os.path.join(REPO_ROOT, "configs", "Synthetic", f"{name}.py"))
+        cfg = load_tiny_config(name)
         torch.manual_seed(0)
         built[name] = (cfg, instantiate(cfg.model))
     return built
@@ -443,7 +444,8 @@ def test_two_process_ddp_trains_the_tiny_vit_mask_rcnn_on_a_160px_folder(tmp_pat
     """The tiny ViT Mask R-CNN on a COCO-layout folder of 160×160 images (the synthetic shapes
     at another size), 2 CPU processes with DDP: every parameter gets a gradient (DDP would stop
     at the second iteration otherwise), and COCO box and mask AP are written."""
-    root = write_synthetic_detection(str(tmp_path / "shapes"), 4, 2, image_size=(160, 160))
+    # one training image per process, one validation image
+    root = write_synthetic_detection(str(tmp_path / "shapes"), 2, 1, image_size=(160, 160))
     out = str(tmp_path / "out")
     for attempt in range(2):  # the free port may be taken between probing and binding
         run = run_train_net(
@@ -496,12 +498,18 @@ def test_layer_wise_decay_follows_the_depth_of_the_clip_vit(name, depth):
 
 
 @pytest.fixture(scope="module")
-def coco_mask_rcnn():
-    """(config, model) of the COCO DenseCLIP ViT-B/16 Mask R-CNN; the model at toy widths (the
-    same modules and parameter names: 12 blocks, the heads at full size)."""
+def coco_configs():
+    """{path: LazyConfig} of the four COCO ViT-B/16 configs, each parsed once."""
     import denseclip.data  # noqa: F401  (the COCO class prompts)
 
-    cfg = LazyConfig.load(os.path.join(REPO_ROOT, COCO_MASK_RCNN))
+    return {path: LazyConfig.load(os.path.join(REPO_ROOT, path)) for path in COCO_CONFIGS}
+
+
+@pytest.fixture(scope="module")
+def coco_mask_rcnn(coco_configs):
+    """(config, model) of the COCO DenseCLIP ViT-B/16 Mask R-CNN; the model at toy widths (the
+    same modules and parameter names: 12 blocks, the heads at full size)."""
+    cfg = coco_configs[COCO_MASK_RCNN]
     small = cfg.model.copy()
     bottom_up = small.backbone.bottom_up
     bottom_up.image_encoder.update(width=64, heads=1, output_dim=64)
@@ -526,12 +534,10 @@ def test_coco_vit_model_is_vitdet_b_over_the_clip_vit(coco_mask_rcnn):
 
 
 @pytest.mark.parametrize("path", COCO_CONFIGS, ids=lambda p: os.path.basename(p)[:-3])
-def test_coco_vit_configs_pair_denseclip_with_its_baseline(path):
+def test_coco_vit_configs_pair_denseclip_with_its_baseline(coco_configs, path):
     """The baselines are the same detectors without the text side: no text encoder, no
     ``ln_post``/``proj``, a stride-16 map of 768 channels."""
-    import denseclip.data  # noqa: F401  (the COCO class prompts)
-
-    cfg = LazyConfig.load(os.path.join(REPO_ROOT, path))
+    cfg = coco_configs[path]
     bottom_up = cfg.model.backbone.bottom_up
     denseclip = "denseclip" in os.path.basename(path)
     assert ("prompts" in bottom_up) == denseclip
@@ -539,3 +545,27 @@ def test_coco_vit_configs_pair_denseclip_with_its_baseline(path):
     stock = cfg.model._target_.__name__ in ("RetinaNet", "GeneralizedRCNN")
     assert stock != denseclip
     assert cfg.train.max_iter == 184375
+
+
+def _box_transforms(model):
+    """The box decoder nodes of a RetinaNet or R-CNN config node."""
+    if "head" in model:
+        return [model.box2box_transform]
+    return [
+        model.proposal_generator.box2box_transform,
+        model.roi_heads.box_predictor.box2box_transform,
+    ]
+
+
+def test_vit_detectors_infer_as_detectron2s_vitdet_not_as_mmdet(coco_configs, load_tiny_config):
+    """ViTDet's recipe is detectron2's: in the COCO ViT configs and the tiny ones none of
+    mmdet's inference switches is set (their defaults are detectron2's behaviour) and boxes
+    decode with detectron2's Box2BoxTransform; the ResNet configs keep mmdet's inference."""
+    resnet = load_tiny_config("retinanet_denseclip_tiny").model
+    assert resnet.candidate_selection == "mmdet"
+    assert resnet.box2box_transform._target_ is SymmetricClampBox2BoxTransform
+    tiny = [load_tiny_config(name).model for name in (TINY_RETINANET, TINY_MASK_RCNN)]
+    switches = {"candidate_selection", "clip_boxes_before_nms", "drop_empty_boxes"}
+    for model in [cfg.model for cfg in coco_configs.values()] + tiny:
+        assert not switches & set(model)
+        assert all(t._target_ is Box2BoxTransform for t in _box_transforms(model))
