@@ -547,16 +547,6 @@ def test_coco_vit_configs_pair_denseclip_with_its_baseline(coco_configs, path):
     assert cfg.train.max_iter == 184375
 
 
-def _box_transforms(model):
-    """The box decoder nodes of a RetinaNet or R-CNN config node."""
-    if "head" in model:
-        return [model.box2box_transform]
-    return [
-        model.proposal_generator.box2box_transform,
-        model.roi_heads.box_predictor.box2box_transform,
-    ]
-
-
 def test_vit_detectors_infer_as_detectron2s_vitdet_not_as_mmdet(coco_configs, load_tiny_config):
     """ViTDet's recipe is detectron2's: in the COCO ViT configs and the tiny ones none of
     mmdet's inference switches is set (their defaults are detectron2's behaviour) and boxes
@@ -566,6 +556,7 @@ def test_vit_detectors_infer_as_detectron2s_vitdet_not_as_mmdet(coco_configs, lo
     assert resnet.box2box_transform._target_ is SymmetricClampBox2BoxTransform
     tiny = [load_tiny_config(name).model for name in (TINY_RETINANET, TINY_MASK_RCNN)]
     switches = {"candidate_selection", "clip_boxes_before_nms", "drop_empty_boxes"}
+    box_transforms = load_python_file("configs/common/models/mmdet_inference.py").box_transforms
     for model in [cfg.model for cfg in coco_configs.values()] + tiny:
         assert not switches & set(model)
-        assert all(t._target_ is Box2BoxTransform for t in _box_transforms(model))
+        assert all(t._target_ is Box2BoxTransform for t in box_transforms(model))

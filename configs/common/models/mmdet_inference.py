@@ -12,7 +12,7 @@ from denseclip.meta_arch import SymmetricClampBox2BoxTransform
 _SWITCHES = ("drop_empty_boxes", "candidate_selection", "clip_boxes_before_nms")
 
 
-def _box_transforms(model):
+def box_transforms(model):
     """The box decoders of ``model``: RetinaNet's, or the RPN's and the box head's."""
     if "head" in model:
         return [model.box2box_transform]
@@ -29,7 +29,7 @@ def use_mmdet_inference(model):
     if "head" in model:  # RetinaNet: mmdet's per-level candidates, clipped before NMS
         model.candidate_selection = "mmdet"
         model.clip_boxes_before_nms = True
-    for transform in _box_transforms(model):  # dw, dh clamped from below too
+    for transform in box_transforms(model):  # dw, dh clamped from below too
         transform._target_ = SymmetricClampBox2BoxTransform
 
 
@@ -39,5 +39,5 @@ def use_detectron2_inference(model):
     ``RetinaNet`` / ``GeneralizedRCNN``) and detectron2's ``Box2BoxTransform`` decoders."""
     for key in _SWITCHES:
         model.pop(key, None)
-    for transform in _box_transforms(model):
+    for transform in box_transforms(model):
         transform._target_ = Box2BoxTransform
