@@ -1,8 +1,8 @@
 """Every model type of the project as a tiny LazyConfig, for tests that run them all.
 
-The configs/Synthetic/ configs (the detectors' ViT: windowed CLIPViTDet), plus a tiny CLIP ViT (DenseCLIP and the CLIP baseline) made by
-overriding the tiny ResNet configs: a width-32 ViT/16 of 4 blocks (all 4 feed the pyramid) at
-128², embedding into the tiny text space (64).
+The configs/Synthetic/ configs (the ViT detectors' encoder: the windowed CLIPViTDet), plus a tiny
+CLIP ViT (DenseCLIP and the CLIP baseline) made by overriding the tiny ResNet configs: a width-32
+ViT/16 of 4 blocks (all 4 feed the pyramid) at 128², embedding into the tiny text space (64).
 
 Imported by the test modules as ``tiny_models`` (pytest puts ``tests/`` on ``sys.path``).
 """

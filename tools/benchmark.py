@@ -6,9 +6,8 @@ and their training-step times, side by side in one run.
     python tools/benchmark.py --device cuda --amp bf16
     python tools/benchmark.py --config-file configs/Synthetic/denseclip_fpn_tiny.py \\
         --baseline-config-file configs/Synthetic/fpn_clip_tiny.py --size 128 --repeats 2
-    python tools/benchmark.py --config-file configs/COCO/retinanet_denseclip_vit-b_sfp_100ep_coco.py \\
-        --baseline-config-file configs/COCO/retinanet_clip_vit-b_sfp_100ep_coco.py --size 1024 \\
-        --train-memory --train-batch 1
+    python tools/benchmark.py --variants denseclip --size 1024 --train-memory --train-batch 1 \\
+        --config-file configs/COCO/retinanet_denseclip_vit-b_sfp_100ep_coco.py
 
 Semantic segmentation and detection configs (RetinaNet, Mask R-CNN) are both accepted; the two
 configs must be of the same kind.
@@ -43,8 +42,8 @@ and labels (detection: two random boxes per image, with masks for Mask R-CNN).
 of each config (``--train-batch`` images), each in a fresh process after one untimed step, the
 gradients freed before it: the peak above the memory in use before it (CPU: resident set size
 as above), that is activations, gradients and temporaries, beside the weights. Prints a table,
-the ratios, and last a JSON line. Weights are random unless --weights/--baseline-weights are given: latency does not
-depend on them.
+the ratios, and last a JSON line. Weights are random unless --weights/--baseline-weights are
+given: latency does not depend on them.
 """
 
 import argparse

@@ -2,9 +2,9 @@
 the built-in synthetic detection dataset on 2 CPU cores.
 
 mask_rcnn_denseclip_tiny.py (data with masks, narrow heads, anchors, prompts, schedule) with the
-tiny CLIP ViT of retinanet_denseclip_vit_tiny.py (``clip_vitdet.tiny_vit``) and a simple feature pyramid P2–P6 of 64
-channels from its stride-16 map (scales 4, 2, 1, 1/2 and max-pooled P6, as ViTDet's Mask
-R-CNN). Batches are padded to multiples of 32 only, so any image size trains without a config
+tiny CLIP ViT of retinanet_denseclip_vit_tiny.py (``clip_vitdet.tiny_vit``) and a simple feature
+pyramid P2–P6 of 64 channels from its stride-16 map (scales 4, 2, 1, 1/2 and max-pooled P6, as
+ViTDet's Mask R-CNN). Batches are padded to multiples of 32 only, so any image size trains without a config
 edit.
 """
 

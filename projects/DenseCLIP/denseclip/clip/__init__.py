@@ -2,8 +2,8 @@
 
 Image encoders (:class:`CLIPResNet`, :class:`CLIPVisionTransformer`) return a dict with the stage
 features ``res2``..``res5`` (:class:`CLIPViTDet`, the detection ViT: one map ``last_feat``) and
-DenseCLIP's ``global_embedding`` (z̄, B×C) and ``dense_embedding`` (z, B×C×h×w). :class:`CLIPTextEncoder` encodes tokenized class names with
-learnable contexts. Loading an OpenAI checkpoint is a prefix mapping: ``visual.`` → image
+DenseCLIP's ``global_embedding`` (z̄, B×C) and ``dense_embedding`` (z, B×C×h×w).
+:class:`CLIPTextEncoder` encodes tokenized class names with learnable contexts. Loading an OpenAI checkpoint is a prefix mapping: ``visual.`` → image
 encoder, the text keys as they are → text encoder.
 """
 
