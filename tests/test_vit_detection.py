@@ -286,6 +286,14 @@ def test_benchmark_times_and_measures_a_vit_detector(capsys):
     assert memory["train_peak_mb"] > 0 and memory["model_mb"] > 0
 
 
+def test_benchmark_leaves_the_onnxruntime_variant_out_for_detectors():
+    tool = load_python_file("tools/benchmark.py")
+    variants = ["denseclip", "denseclip-onnxruntime"]
+    assert tool.detection_variants(variants, default=True) == ["denseclip"]
+    with pytest.raises(ValueError, match="denseclip-onnxruntime: the ONNX Runtime variant"):
+        tool.detection_variants(variants, default=False)
+
+
 @pytest.mark.parametrize("kernel, materialised", [("fused", False), ("math", True)])
 def test_benchmark_attention_kernel_switch(kernel, materialised):
     """``--attention-kernel math`` runs attention with PyTorch's math kernel, which computes the

@@ -206,6 +206,18 @@ def _random_instances(size: int, classes: int, with_masks: bool, generator) -> I
     return instances
 
 
+def detection_variants(variants: Sequence[str], default: bool) -> List[str]:
+    """The variants a detection config can run: the exported (ONNX Runtime) variant wraps a
+    segmentation graph, so it leaves the default list and is refused when asked for."""
+    exported = [v for v in variants if VARIANTS[v].exported]
+    if exported and not default:
+        raise ValueError(
+            f"--variants {' '.join(exported)}: the ONNX Runtime variant benchmarks segmentors "
+            "only; export a detector with tools/export_model.py and time it apart"
+        )
+    return [v for v in variants if not VARIANTS[v].exported]
+
+
 def training_inputs(cfg, size: int, count: int) -> List[Dict]:
     """``count`` training inputs of random size×size images with random labels: a label map for
     segmentation, boxes (and masks for Mask R-CNN) for detection."""
@@ -603,6 +615,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.default_variants = args.variants is None
     if args.variants is None:
         on_cpu = args.device == "cpu"
         args.variants = [name for name, v in VARIANTS.items() if on_cpu or not v.exported]
@@ -626,6 +639,8 @@ def benchmark(args) -> Dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.cfg = load_config(args.config_file, args.opts)
+    if is_detector(args.cfg):
+        args.variants = detection_variants(args.variants, args.default_variants)
     # the models the variants ask for: "denseclip", "baseline" or both
     args.models = [
         m for m in ("denseclip", "baseline") if m in {_model_of(v) for v in args.variants}
