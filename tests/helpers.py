@@ -190,3 +190,22 @@ def tiny_openai_clip():
         transformer_heads=2,
         transformer_layers=1,
     )
+
+
+def tiny_openai_clip_vit(embed_dim: int, image_resolution: int, vision_layers: int):
+    """OpenAI CLIP's own model with a ViT-/16 image encoder of width 64 (one head: OpenAI gives
+    width // 64) and a 2-layer text encoder of width 64 with 4 heads; random weights, eval mode."""
+    from clip import model as openai
+
+    return openai.CLIP(
+        embed_dim=embed_dim,
+        image_resolution=image_resolution,
+        vision_layers=vision_layers,
+        vision_width=64,
+        vision_patch_size=16,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=64,
+        transformer_heads=4,
+        transformer_layers=2,
+    ).eval()

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from clip import model as openai
 from torch import nn
 
+from helpers import tiny_openai_clip_vit
+
 from denseclip.clip import (
     CLIPResNet,
     CLIPTextEncoder,
@@ -311,18 +313,7 @@ def test_text_encoder_has_openai_text_parameters_with_truncated_positions():
 
 def test_text_encode_plain_equals_openai_encode_text():
     torch.manual_seed(0)
-    reference = openai.CLIP(
-        embed_dim=32,
-        image_resolution=32,
-        vision_layers=1,
-        vision_width=64,
-        vision_patch_size=16,
-        context_length=77,
-        vocab_size=49408,
-        transformer_width=64,
-        transformer_heads=4,
-        transformer_layers=2,
-    ).eval()
+    reference = tiny_openai_clip_vit(embed_dim=32, image_resolution=32, vision_layers=1)
     ours = tiny_text_encoder(context_length=77)
     text_weights = {k: v for k, v in reference.state_dict().items() if k in ours.state_dict()}
     ours.load_state_dict(text_weights, strict=True)

@@ -29,6 +29,7 @@ SEG_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/denseclip_fpn_tiny.py")
 BASELINE_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/fpn_clip_tiny.py")
 RETINANET_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/retinanet_denseclip_tiny.py")
 MASK_RCNN_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/mask_rcnn_denseclip_tiny.py")
+VIT_RETINANET = "retinanet_denseclip_vit_tiny"
 #: Odd sizes, neither a multiple of 32: portrait and landscape (detection: ≤ 128, the tiny
 #: detectors' cropped positional embedding); segmentation also a side under 32 (padded to 32).
 SEG_SIZES = [(101, 77), (70, 150), (20, 70)]
@@ -46,11 +47,13 @@ def save_checkpoint(model: torch.nn.Module, directory) -> str:
     return path
 
 
-def detector(config: str, directory) -> str:
-    """A tiny detector's checkpoint whose heads are random enough to detect things in noise
-    (the initial classification prior keeps every score under the 0.05 threshold)."""
+def detector(config, directory) -> str:
+    """A tiny detector's checkpoint (config: a file or a loaded config) whose heads are random
+    enough to detect things in noise (the initial classification prior keeps every score under
+    the 0.05 threshold)."""
+    cfg = LazyConfig.load(config) if isinstance(config, str) else config
     torch.manual_seed(0)
-    model = randomize_(instantiate(LazyConfig.load(config).model)).eval()
+    model = randomize_(instantiate(cfg.model)).eval()
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -342,6 +345,26 @@ def test_a_detection_sample_without_detections_is_refused(retinanet, tmp_path):
     predictor, _ = retinanet
     with pytest.raises(ValueError, match="sample image gives no detections.*--sample-image"):
         export_model(predictor.model, "onnx", str(tmp_path), torch.full((3, 64, 64), float("nan")))
+
+
+def test_vit_detectors_without_a_fixed_input_size_are_refused_with_the_reason(
+    load_tiny_config, tmp_path
+):
+    model = instantiate(load_tiny_config(VIT_RETINANET).model).eval()
+    with pytest.raises(ValueError, match="CLIPViTDet.*only fit the traced.*square_pad=S"):
+        export_model(model, "onnx", str(tmp_path))
+
+
+def test_a_square_padded_vit_detector_exports_and_detects_what_the_predictor_does(
+    load_tiny_config, tmp_path
+):
+    cfg = load_tiny_config(VIT_RETINANET)
+    cfg.model.backbone.square_pad = 128  # every test image reaches the ViT as 128×128
+    predictor = Predictor(cfg, detector(cfg, tmp_path))
+    path, _ = export_model(predictor.model, "torchscript", str(tmp_path), verify=False)
+    image = random_image(*DET_SIZES[1])  # not the traced size
+    expected = predictor(image)["instances"]
+    assert_same_detections(expected, ExportedPredictor(cfg, path)(image)["instances"])
 
 
 def test_a_segmentor_traced_at_a_multiple_of_32_still_fits_odd_sizes(tmp_path):

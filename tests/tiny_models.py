@@ -1,8 +1,8 @@
 """Every model type of the project as a tiny LazyConfig, for tests that run them all.
 
-The configs/Synthetic/ configs, plus a tiny CLIP ViT (DenseCLIP and the CLIP baseline) made by
-overriding the tiny ResNet configs: a width-32 ViT/16 of 4 blocks (all 4 feed the pyramid) at
-128², embedding into the tiny text space (64).
+The configs/Synthetic/ configs (the ViT detectors' encoder: the windowed CLIPViTDet), plus a tiny
+CLIP ViT (DenseCLIP and the CLIP baseline) made by overriding the tiny ResNet configs: a width-32
+ViT/16 of 4 blocks (all 4 feed the pyramid) at 128², embedding into the tiny text space (64).
 
 Imported by the test modules as ``tiny_models`` (pytest puts ``tests/`` on ``sys.path``).
 """
@@ -31,6 +31,8 @@ DETECTION = {
     "retinanet_clip": "retinanet_clip_tiny",
     "mask_rcnn_denseclip": "mask_rcnn_denseclip_tiny",
     "mask_rcnn_clip": "mask_rcnn_clip_tiny",
+    "retinanet_denseclip_vit": "retinanet_denseclip_vit_tiny",
+    "mask_rcnn_denseclip_vit": "mask_rcnn_denseclip_vit_tiny",
 }
 ALL = [*SEGMENTATION, *DETECTION]
 

@@ -6,6 +6,11 @@ and their training-step times, side by side in one run.
     python tools/benchmark.py --device cuda --amp bf16
     python tools/benchmark.py --config-file configs/Synthetic/denseclip_fpn_tiny.py \\
         --baseline-config-file configs/Synthetic/fpn_clip_tiny.py --size 128 --repeats 2
+    python tools/benchmark.py --variants denseclip --size 1024 --train-memory --train-batch 1 \\
+        --config-file configs/COCO/retinanet_denseclip_vit-b_sfp_100ep_coco.py
+
+Semantic segmentation and detection configs (RetinaNet, Mask R-CNN) are both accepted; the two
+configs must be of the same kind.
 
 Inference variants (one image, ``torch.no_grad``, the model's own slide/whole inference):
 
@@ -32,9 +37,13 @@ forward; on CPU the peak resident set size above the resident size before the fo
 ``VmHWM``, reset through ``/proc/self/clear_refs``, after glibc's ``malloc_trim`` has returned
 freed memory), each variant measured after a warm-up forward in a fresh process. Training step:
 forward with losses, backward and an optimizer step (the config's optimizer) on random images
-and labels. Prints a table, the ratios, and last a
-JSON line. Weights are random unless --weights/--baseline-weights are given: latency does not
-depend on them.
+and labels (detection: two random boxes per image, with masks for Mask R-CNN).
+``--train-memory`` instead measures only the peak memory of one training forward + backward
+of each config (``--train-batch`` images), each in a fresh process after one untimed step, the
+gradients freed before it: the peak above the memory in use before it (CPU: resident set size
+as above), that is activations, gradients and temporaries, beside the weights. Prints a table,
+the ratios, and last a JSON line. Weights are random unless --weights/--baseline-weights are
+given: latency does not depend on them.
 """
 
 import argparse
@@ -53,8 +62,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from detectron2.config import instantiate
+from detectron2.structures import Boxes, Instances, PolygonMasks
+from detectron2.utils.events import EventStorage
 
 from denseclip.backbone import DenseCLIPBackbone
 from denseclip.checkpoint import DenseCLIPCheckpointer
@@ -121,6 +133,11 @@ class ONNXRuntimeSegmentor:
 # ----------------------------------------------------------------------------- models
 
 
+def _model_of(variant: str) -> str:
+    """The model a variant runs: "baseline" or "denseclip"."""
+    return "baseline" if VARIANTS[variant].baseline else "denseclip"
+
+
 def _load_model(cfg, weights: Optional[str], device: str) -> nn.Module:
     model = instantiate(cfg.model).to(device).eval()
     if weights:
@@ -161,6 +178,61 @@ def random_inputs(size: int, count: int = 1) -> List[Dict]:
     return [{"image": torch.rand(3, size, size, generator=generator) * 255} for _ in range(count)]
 
 
+def is_detector(cfg) -> bool:
+    """A RetinaNet / R-CNN config (else a semantic segmentation one, with ``sem_seg_head``)."""
+    return "sem_seg_head" not in cfg.model
+
+
+def num_classes(cfg) -> int:
+    model = cfg.model
+    if not is_detector(cfg):
+        return model.sem_seg_head.num_classes
+    return model.roi_heads.num_classes if "roi_heads" in model else model.num_classes
+
+
+def _random_instances(size: int, classes: int, with_masks: bool, generator) -> Instances:
+    """Two random boxes (between a quarter and half of the image) and their box masks."""
+    corners = torch.rand(2, 2, generator=generator) * size / 2
+    boxes = torch.cat(
+        [corners, corners + size / 4 + torch.rand(2, 2, generator=generator) * size / 4], 1
+    )
+    instances = Instances((size, size))
+    instances.gt_boxes = Boxes(boxes)
+    instances.gt_classes = torch.randint(classes, (2,), generator=generator)
+    if with_masks:
+        instances.gt_masks = PolygonMasks(
+            [[[x1, y1, x2, y1, x2, y2, x1, y2]] for x1, y1, x2, y2 in boxes.tolist()]
+        )
+    return instances
+
+
+def detection_variants(variants: Sequence[str], default: bool) -> List[str]:
+    """The variants a detection config can run: the exported (ONNX Runtime) variant wraps a
+    segmentation graph, so it leaves the default list and is refused when asked for."""
+    exported = [v for v in variants if VARIANTS[v].exported]
+    if exported and not default:
+        raise ValueError(
+            f"--variants {' '.join(exported)}: the ONNX Runtime variant benchmarks segmentors "
+            "only; export a detector with tools/export_model.py and time it apart"
+        )
+    return [v for v in variants if not VARIANTS[v].exported]
+
+
+def training_inputs(cfg, size: int, count: int) -> List[Dict]:
+    """``count`` training inputs of random size×size images with random labels: a label map for
+    segmentation, boxes (and masks for Mask R-CNN) for detection."""
+    generator = torch.Generator().manual_seed(1)
+    batch = random_inputs(size, count)
+    classes = num_classes(cfg)
+    with_masks = "mask_head" in cfg.model.get("roi_heads", {})
+    for item in batch:
+        if is_detector(cfg):
+            item["instances"] = _random_instances(size, classes, with_masks, generator)
+        else:
+            item["sem_seg"] = torch.randint(classes, (size, size), generator=generator)
+    return batch
+
+
 # ----------------------------------------------------------------------------- timing
 
 
@@ -169,15 +241,21 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _autocast(args):
-    if args.amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(args.device).type, dtype=AMP_DTYPES[args.amp])
+@contextlib.contextmanager
+def _numerics(args):
+    """Mixed precision (``--amp``) and the attention kernel (``--attention-kernel``)."""
+    with contextlib.ExitStack() as stack:
+        if args.amp != "none":
+            device = torch.device(args.device).type
+            stack.enter_context(torch.autocast(device, dtype=AMP_DTYPES[args.amp]))
+        if args.attention_kernel == "math":
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        yield
 
 
 def _inference(model: nn.Module, inputs: List[Dict], args) -> Callable[[], List[Dict]]:
     def run():
-        with torch.no_grad(), _autocast(args):
+        with torch.no_grad(), _numerics(args):
             return model(inputs)
 
     return run
@@ -207,12 +285,13 @@ def interleaved_times(runs: Dict[str, Callable], repeats: int, warmup: int, devi
 
 
 STAGES = {
-    "image encoder": "backbone.bottom_up.image_encoder",
-    "text encoder": "backbone.bottom_up.prompts",
-    "context decoder": "backbone.bottom_up.context_decoder",
-    "bottom-up": "backbone.bottom_up",
-    "backbone": "backbone",
-    "decode head": "sem_seg_head",
+    "image encoder": ("backbone.bottom_up.image_encoder",),
+    "text encoder": ("backbone.bottom_up.prompts",),
+    "context decoder": ("backbone.bottom_up.context_decoder",),
+    "bottom-up": ("backbone.bottom_up",),
+    "backbone": ("backbone",),
+    # segmentation; RetinaNet; R-CNN
+    "decode head": ("sem_seg_head", "head", "proposal_generator", "roi_heads"),
 }
 
 
@@ -222,34 +301,34 @@ def _split_stages(inclusive: Dict[str, float], total: float) -> Dict[str, float]
     ms = {label: 1000 * inclusive.get(label, 0.0) for label in parts}
     ms["score maps"] = 1000 * inclusive["bottom-up"] - sum(ms.values())
     ms["FPN"] = 1000 * (inclusive["backbone"] - inclusive["bottom-up"])
-    ms["decode head"] = 1000 * inclusive["decode head"]
-    ms["meta-arch"] = 1000 * (total - inclusive["backbone"] - inclusive["decode head"])
+    ms["decode head"] = 1000 * inclusive.get("decode head", 0.0)
+    ms["meta-arch"] = 1000 * total - ms["decode head"] - 1000 * inclusive["backbone"]
     ms["total"] = 1000 * total
     return ms
 
 
 def stage_times(model: nn.Module, run: Callable, device: str, repeats: int) -> Dict[str, float]:
     """Milliseconds spent in the model's parts (median of ``repeats`` calls): image encoder,
-    text encoder, context decoder, score maps (the rest of the bottom-up), FPN, decode head and
-    the meta-architecture's own work (normalisation, slide windows, resizing)."""
+    text encoder, context decoder, score maps (the rest of the bottom-up), FPN, decode head
+    (detection: the heads) and the meta-architecture's own work (normalisation, slide windows,
+    resizing, detection post-processing)."""
     modules = dict(model.named_modules())
     inclusive, starts, handles = {}, {}, []
-    for label, name in STAGES.items():
-        if name not in modules:
-            continue
+    for label, names in STAGES.items():
+        for name in (n for n in names if n in modules):
 
-        def pre_hook(module, inputs, label=label):
-            _sync(device)
-            starts[label] = time.perf_counter()
+            def pre_hook(module, inputs, label=label):
+                _sync(device)
+                starts[label] = time.perf_counter()
 
-        def post_hook(module, inputs, outputs, label=label):
-            _sync(device)
-            inclusive[label] = inclusive.get(label, 0.0) + time.perf_counter() - starts[label]
+            def post_hook(module, inputs, outputs, label=label):
+                _sync(device)
+                inclusive[label] = inclusive.get(label, 0.0) + time.perf_counter() - starts[label]
 
-        handles += [
-            modules[name].register_forward_pre_hook(pre_hook),
-            modules[name].register_forward_hook(post_hook),
-        ]
+            handles += [
+                modules[name].register_forward_pre_hook(pre_hook),
+                modules[name].register_forward_hook(post_hook),
+            ]
     calls = []
     try:
         for _ in range(repeats):
@@ -270,21 +349,22 @@ def train_step_times(args, names: Sequence[str]) -> Dict[str, List[float]]:
         model = _load_model(cfg, None, args.device).train()
         cfg.optimizer.params.model = model
         optimizer = instantiate(cfg.optimizer)
-        generator = torch.Generator().manual_seed(1)
-        batch = random_inputs(args.size, args.train_batch)
-        for item in batch:
-            shape = (args.size, args.size)
-            item["sem_seg"] = torch.randint(args.num_classes, shape, generator=generator)
+        batch = training_inputs(cfg, args.size, args.train_batch)
 
         def step(model=model, optimizer=optimizer, batch=batch):
-            with _autocast(args):
-                losses = model(batch)
-            sum(losses.values()).backward()
+            _forward_backward(model, batch, args)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
         steps[name] = step
     return interleaved_times(steps, args.train_repeats, 1, args.device)
+
+
+def _forward_backward(model: nn.Module, batch: List[Dict], args) -> None:
+    """One training forward (losses) and backward; detectors log to an event storage."""
+    with EventStorage(), _numerics(args):
+        losses = model(batch)
+    sum(losses.values()).backward()
 
 
 # ----------------------------------------------------------------------------- memory
@@ -331,16 +411,50 @@ def measure_memory(args, name: str) -> Dict[str, float]:
     return {"model_mb": model_mb(model), "peak_mb": statistics.median(peaks)}
 
 
-def memory_in_subprocesses(args, names: Sequence[str]) -> Dict[str, Dict[str, float]]:
+def measure_train_memory(args, name: str) -> Dict[str, float]:
+    """Run in a fresh process: weights and peak memory of one training forward + backward of
+    the DenseCLIP (``"denseclip"``) or baseline model (MiB), after one untimed step."""
+    cfg = args.baseline_cfg if name == "baseline" else args.cfg
+    model = _load_model(cfg, None, args.device).train()
+    batch = training_inputs(cfg, args.size, args.train_batch)
+    _forward_backward(model, batch, args)  # warm-up: caches, allocator pools
+    model.zero_grad(set_to_none=True)
+    peak = peak_memory_mb(lambda: _forward_backward(model, batch, args), args.device)
+    return {"model_mb": model_mb(model), "train_peak_mb": peak}
+
+
+def memory_in_subprocesses(
+    args, names: Sequence[str], flag: str = "--memory-of"
+) -> Dict[str, Dict[str, float]]:
+    """{name: measurement} of ``tools/benchmark.py FLAG NAME ...``, one fresh process each."""
     results = {}
     for name in names:
         script = os.path.abspath(__file__)
-        command = [sys.executable, script, "--memory-of", name, *args.argv]
+        command = [sys.executable, script, flag, name, *args.argv]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"memory measurement of {name} failed:\n{done.stderr[-3000:]}")
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     return results
+
+
+def print_train_memory(args, memory: Dict[str, Dict[str, float]]) -> Dict:
+    """The ``--train-memory`` report: a table, the ratio, a JSON line."""
+    paths = {"denseclip": args.config_file, "baseline": args.baseline_config_file}
+    print(
+        f"\npeak memory of one training forward + backward, {args.train_batch} image(s) of "
+        f"{args.size}×{args.size}, {args.device}, {args.attention_kernel} attention kernel, fresh "
+        "process each (MiB)\n"
+    )
+    print(f"{'model':<10} {'weights MB':>11} {'peak MB':>9}  config")
+    for name, mem in memory.items():
+        print(f"{name:<10} {mem['model_mb']:>11.1f} {mem['train_peak_mb']:>9.1f}  {paths[name]}")
+    report = {"train_memory_mb": memory}
+    if len(memory) == 2:
+        ratio = memory["denseclip"]["train_peak_mb"] / memory["baseline"]["train_peak_mb"]
+        print(f"  {'denseclip / baseline':<42} {ratio:6.3f}")
+        report["ratio"] = ratio
+    return report
 
 
 # ----------------------------------------------------------------------------- report
@@ -361,20 +475,33 @@ def ratios(latency: Dict[str, float]) -> Dict[str, float]:
     }
 
 
+def _prediction(output: Dict) -> torch.Tensor:
+    """The logits of a segmentation output; the boxes and scores (N×5) of a detection one."""
+    if "sem_seg" in output:
+        return output["sem_seg"].float()
+    instances = output["instances"]
+    return torch.cat([instances.pred_boxes.tensor, instances.scores[:, None]], dim=1).float()
+
+
 def _max_difference(outputs: Dict[str, List[Dict]], name: str) -> Optional[float]:
-    """Largest |Δ logit| of a variant against the official one of its family."""
+    """Largest |Δ| of a variant's logits (detection: boxes and scores) against the official one
+    of its family; infinite when the two detect a different number of objects."""
     reference = "baseline-unfolded" if VARIANTS[name].baseline else "denseclip-official"
     if reference not in outputs:
         return None
-    ours, theirs = outputs[name][0]["sem_seg"], outputs[reference][0]["sem_seg"]
-    return (ours.float() - theirs.float()).abs().max().item()
+    ours, theirs = (_prediction(outputs[n][0]) for n in (name, reference))
+    if ours.shape != theirs.shape:
+        return float("inf")
+    return (ours - theirs).abs().max().item() if ours.numel() else 0.0
 
 
 def print_report(args, times, memory, outputs, train, profile) -> Dict:
     latency = {name: 1000 * statistics.median(t) for name, t in times.items()}
     threads = f", threads: {torch.get_num_threads()}" if args.device == "cpu" else ""
     print(
-        f"\n{args.config_file} vs {args.baseline_config_file}\n"
+        f"\n{args.config_file}"
+        + (f" vs {args.baseline_config_file}" if args.baseline_config_file else "")
+        + "\n"
         f"{args.size}×{args.size}, K={args.num_classes}, {args.device}{threads}, "
         f"{'fp32' if args.amp == 'none' else args.amp + ' autocast'}, median of {args.repeats} "
         f"(after {args.warmup} warm-up), variants interleaved\n"
@@ -456,13 +583,30 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     )
     parser.add_argument("--train-batch", type=int, default=2, help="images per training step")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    parser.add_argument(
+        "--train-memory",
+        action="store_true",
+        help="measure only the peak memory of one training forward + backward (--train-batch "
+        "images) of DenseCLIP and the baseline (as --variants asks), each in a fresh process",
+    )
     parser.add_argument("--profile", action="store_true", help="print where the time goes")
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
     )
     parser.add_argument("--amp", choices=["none", *AMP_DTYPES], default="none")
+    parser.add_argument(
+        "--attention-kernel",
+        choices=["fused", "math"],
+        default="fused",
+        help="scaled_dot_product_attention as PyTorch picks it (fused: the attention matrix is "
+        "never stored) or its math kernel (the matrix materialised and kept for the backward "
+        "pass, as ViTDet's own attention does)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--memory-of", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--train-memory-of", choices=["denseclip", "baseline"], help=argparse.SUPPRESS
+    )
     parser.add_argument(
         "--opts",
         nargs=argparse.REMAINDER,
@@ -471,6 +615,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.default_variants = args.variants is None
     if args.variants is None:
         on_cpu = args.device == "cpu"
         args.variants = [name for name, v in VARIANTS.items() if on_cpu or not v.exported]
@@ -494,17 +639,35 @@ def benchmark(args) -> Dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.cfg = load_config(args.config_file, args.opts)
-    args.baseline_cfg = load_config(args.baseline_config_file, args.opts)
-    for path, cfg in ((args.config_file, args.cfg), (args.baseline_config_file, args.baseline_cfg)):
-        if "sem_seg_head" not in cfg.model:
-            raise ValueError(
-                f"{path}: expected a semantic segmentation model (model.sem_seg_head), found "
-                f"{cfg.model.get('_target_')}"
-            )
-    args.num_classes = args.cfg.model.sem_seg_head.num_classes
+    if is_detector(args.cfg):
+        args.variants = detection_variants(args.variants, args.default_variants)
+    # the models the variants ask for: "denseclip", "baseline" or both
+    args.models = [
+        m for m in ("denseclip", "baseline") if m in {_model_of(v) for v in args.variants}
+    ]
+    if "baseline" not in args.models:
+        args.baseline_config_file, args.baseline_cfg = None, args.cfg
+    else:
+        args.baseline_cfg = load_config(args.baseline_config_file, args.opts)
+    if is_detector(args.cfg) != is_detector(args.baseline_cfg):
+        kinds = {True: "a detector", False: "a semantic segmentation model"}
+        raise ValueError(
+            f"{args.config_file} is {kinds[is_detector(args.cfg)]} but "
+            f"{args.baseline_config_file} is {kinds[is_detector(args.baseline_cfg)]}: compare "
+            "models of the same kind"
+        )
+    args.num_classes = num_classes(args.cfg)
     if args.memory_of:
         print(json.dumps(measure_memory(args, args.memory_of)))
         return {}
+    if args.train_memory_of:
+        print(json.dumps(measure_train_memory(args, args.train_memory_of)))
+        return {}
+    if args.train_memory:
+        memory = memory_in_subprocesses(args, args.models, flag="--train-memory-of")
+        report = print_train_memory(args, memory)
+        print(json.dumps(report))
+        return report
 
     models = build_variants(args, args.variants)
     inputs = random_inputs(args.size)
@@ -518,7 +681,7 @@ def benchmark(args) -> Dict:
             profile_ops(runs[name], args, name)
     del models, runs
     memory = {} if args.no_memory else memory_in_subprocesses(args, args.variants)
-    train = train_step_times(args, ["denseclip", "baseline"]) if args.train_repeats else {}
+    train = train_step_times(args, args.models) if args.train_repeats else {}
     report = print_report(args, times, memory, outputs, train, profile)
     print(json.dumps(report))
     return report

@@ -2,11 +2,12 @@
 
 ``CLIPImageBackbone`` is the vanilla CLIP baseline (stage features only). ``DenseCLIPBackbone``
 adds the text side: class prompts → (context decoder) → pixel-text score maps, appended to the
-stage whose stride matches the dense embedding (res5 for ResNets, the stride-16 level for ViT).
-Neither knows anything about losses: the score map and text embeddings are returned beside the
-stage features (keys ``"score_map"`` and ``"text_embeddings"``) for the meta-architectures.
-``FPNWithSideOutputs`` is detectron2's FPN that passes those two entries through (and whose
-top-down path follows the levels' sizes, as mmseg's).
+stage whose stride matches the dense embedding (res5 for ResNets, the stride-16 level for ViT,
+the single map of the detection ViT). Neither knows anything about losses: the score map and
+text embeddings are returned beside the stage features (keys ``"score_map"`` and
+``"text_embeddings"``) for the meta-architectures. ``FPNWithSideOutputs`` and
+``SimpleFeaturePyramidWithSideOutputs`` are detectron2's FPN (with mmseg's top-down sizes) and
+ViTDet's simple feature pyramid that pass those two entries through.
 """
 
 from typing import Dict, Optional, Sequence
@@ -15,13 +16,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
+from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone, SimpleFeaturePyramid
 
 from .clip import tokenize_class_names
 from .pre_prompting import PreModelPrompting
 from .prompting import ClassTextPrompts, ContextDecoder, score_maps
 
-__all__ = ["CLIPImageBackbone", "DenseCLIPBackbone", "FPNWithSideOutputs", "SIDE_OUTPUTS"]
+__all__ = [
+    "CLIPImageBackbone",
+    "DenseCLIPBackbone",
+    "FPNWithSideOutputs",
+    "SIDE_OUTPUTS",
+    "SimpleFeaturePyramidWithSideOutputs",
+]
 
 SIDE_OUTPUTS = ("score_map", "text_embeddings")
 STAGES = ("res2", "res3", "res4", "res5")
@@ -218,6 +225,27 @@ def _visual_context(global_embedding: torch.Tensor, dense_embedding: torch.Tenso
     return torch.cat([global_embedding[:, None], tokens], dim=1)
 
 
+class _SideOutputsPassThrough:
+    """Mixed in before a detectron2 feature pyramid: its output also holds the bottom-up's
+    ``score_map`` and ``text_embeddings`` (kept by a forward hook on the bottom-up, registered
+    under the name ``bottom_up``), so that meta-architectures can supervise them. Detectron2
+    heads index the pyramid by name, so the extra entries are invisible to them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._side_outputs: Dict[str, torch.Tensor] = {}
+        self.bottom_up.register_forward_hook(self._keep_side_outputs)
+
+    def _keep_side_outputs(self, module, inputs, outputs):
+        self._side_outputs = {k: outputs[k] for k in SIDE_OUTPUTS if k in outputs}
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        pyramid = super().forward(x)
+        pyramid.update(self._side_outputs)
+        self._side_outputs = {}
+        return pyramid
+
+
 class FPNWithSideOutputs(FPN):
     """detectron2's :class:`FPN` with mmseg / mmdet's top-down path, also returning the
     bottom-up's ``score_map`` and ``text_embeddings`` so that meta-architectures can supervise
@@ -263,3 +291,38 @@ class FPNWithSideOutputs(FPN):
         pyramid = dict(zip(self._out_features, results))
         pyramid.update({k: bottom_up_features[k] for k in SIDE_OUTPUTS if k in bottom_up_features})
         return pyramid
+
+
+class SimpleFeaturePyramidWithSideOutputs(_SideOutputsPassThrough, SimpleFeaturePyramid):
+    """detectron2's :class:`SimpleFeaturePyramid` (ViTDet), also returning the bottom-up's
+    ``score_map`` and ``text_embeddings``.
+
+    Takes :class:`SimpleFeaturePyramid`'s arguments, with the bottom-up called ``bottom_up`` as
+    in :class:`FPN` (detectron2 calls it ``net``; ``self.net`` still returns it). So config
+    paths and state-dict names are ``backbone.bottom_up.*`` for either pyramid: converted CLIP
+    files (:mod:`denseclip.checkpoint`), ``bottom_up.image_encoder.`` optimizer rules and
+    overrides apply unchanged.
+
+    ``size_divisibility`` is the stride of the coarsest level made from the bottom-up (32):
+    detectron2's class spells the key of its ``padding_constraints`` "size_divisiblity", so
+    ``ImageList`` never sees it and only ``square_pad`` (ViTDet: 1024) pads the batch; here
+    ``square_pad=0`` pads images of any size to multiples of 32.
+    """
+
+    def __init__(self, bottom_up: Backbone, **kwargs):
+        super().__init__(bottom_up, **kwargs)
+
+    def __setattr__(self, name, value):
+        super().__setattr__("bottom_up" if name == "net" else name, value)
+
+    @property
+    def net(self) -> Backbone:
+        return self.bottom_up
+
+    @property
+    def size_divisibility(self) -> int:
+        return self._size_divisibility
+
+    @property
+    def padding_constraints(self) -> Dict[str, int]:
+        return {"size_divisibility": self._size_divisibility, "square_size": self._square_pad}

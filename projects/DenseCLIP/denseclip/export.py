@@ -47,6 +47,7 @@ from detectron2.modeling import GeneralizedRCNN
 from detectron2.modeling.backbone import SwinTransformer
 
 from .backbone import DenseCLIPBackbone
+from .clip import CLIPViTDet
 from .clip.transformer import ResidualAttentionBlock
 from .fuse import fold_batch_norms
 from .meta_arch import DenseCLIPSemanticSegmentor
@@ -141,6 +142,16 @@ def _check_exportable(model: nn.Module) -> None:
             "exported: it computes its window padding and attention masks with Python integers "
             "of the input size, so a traced graph only fits the traced image size (and the ONNX "
             "exporter fails on it); use the eager model (denseclip.Predictor)"
+        )
+    vitdet = any(isinstance(m, CLIPViTDet) for m in model.modules())
+    if vitdet and not model.backbone.padding_constraints.get("square_size", 0):
+        raise ValueError(
+            f"{type(model).__name__} has a windowed CLIP ViT (CLIPViTDet) whose batches are not "
+            "padded to a fixed square: its window padding and positional-embedding resize are "
+            "Python integers of the input size, so a traced graph would only fit the traced "
+            "image size. Export it with a fixed input size, model.backbone.square_pad=S (S at "
+            "least the longest resized image side; the COCO ViT-B configs pad to 1024, as "
+            "ViTDet), or use the eager model (denseclip.Predictor)"
         )
     if not isinstance(model, (DenseCLIPSemanticSegmentor, GeneralizedRCNN)) and not hasattr(
         model, "head_in_features"

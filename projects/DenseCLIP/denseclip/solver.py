@@ -1,19 +1,27 @@
 """Optimizer parameter groups and the LR schedule of the official (mmcv) recipes."""
 
-from typing import Dict, List, Mapping
+import functools
+from typing import Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from detectron2.solver.build import reduce_param_groups
+from detectron2.solver.build import get_default_optimizer_params, reduce_param_groups
 
 __all__ = [
     "AdamWWithGradClip",
     "GlobalGradNormClipping",
+    "clip_vit_lr_decay_rate",
+    "layer_decay_param_groups",
     "param_groups_by_keys",
     "PolyLRWithWarmup",
 ]
+
+#: Parameters of a CLIP ViT image encoder before its first block (the patch embedding).
+_VIT_EMBEDDING = ("conv1.", "class_embedding", "positional_embedding", "ln_pre.")
+_VIT_ENCODER = "image_encoder."
+_VIT_BLOCKS = "transformer.resblocks."
 
 
 def param_groups_by_keys(
@@ -53,6 +61,68 @@ def param_groups_by_keys(
             }
         )
     return reduce_param_groups(groups)
+
+
+def clip_vit_lr_decay_rate(name: str, lr_decay_rate: float = 1.0, num_layers: int = 12) -> float:
+    """Layer-wise learning-rate decay of ViTDet (detectron2's ``get_vit_lr_decay_rate``) for a
+    CLIP ViT with OpenAI's parameter names.
+
+    A parameter at depth i gets ``lr_decay_rate ** (num_layers + 1 - i)``: the patch embedding
+    (``conv1``, ``class_embedding``, ``positional_embedding``, ``ln_pre``) has depth 0, block j
+    (``transformer.resblocks.j``) depth j + 1, and everything else (``ln_post``, ``proj``, the
+    pyramid, the heads, the prompts and context decoder) depth num_layers + 1, i.e. rate 1. Only
+    names under ``image_encoder.`` decay (the text encoder has blocks of the same names).
+    detectron2's function cannot be used as is: it reads ViTDet's module names (``pos_embed``,
+    ``patch_embed``, ``blocks``).
+
+    Args:
+        name: full parameter name (``backbone.bottom_up.image_encoder.transformer...``).
+        lr_decay_rate: decay per block (ViTDet ViT-B: 0.7).
+        num_layers: blocks of the ViT.
+    """
+    depth = num_layers + 1
+    if _VIT_ENCODER in name:
+        local = name[name.index(_VIT_ENCODER) + len(_VIT_ENCODER) :]
+        if local.startswith(_VIT_EMBEDDING):
+            depth = 0
+        elif local.startswith(_VIT_BLOCKS):
+            depth = int(local[len(_VIT_BLOCKS) :].split(".")[0]) + 1
+    return lr_decay_rate ** (num_layers + 1 - depth)
+
+
+def layer_decay_param_groups(
+    model: nn.Module,
+    base_lr: float,
+    weight_decay: float,
+    lr_decay_rate: float,
+    num_layers: int,
+    weight_decay_norm: float = 0.0,
+    overrides: Optional[Mapping[str, Mapping[str, float]]] = None,
+) -> List[Dict]:
+    """ViTDet's parameter groups for a CLIP ViT detector: detectron2's
+    ``get_default_optimizer_params`` with :func:`clip_vit_lr_decay_rate` as ``lr_factor_func``.
+
+    Frozen parameters (the text encoder) are left out. Plain arguments, so that a config or the
+    command line can set them (``optimizer.params.lr_decay_rate=0.65``).
+
+    Args:
+        model: the detector.
+        base_lr, weight_decay: the optimizer's defaults.
+        lr_decay_rate, num_layers: see :func:`clip_vit_lr_decay_rate`.
+        weight_decay_norm: weight decay of normalization layers' parameters (ViTDet: 0).
+        overrides: ``{parameter name within its module: {"lr": …, "weight_decay": …}}``, e.g.
+            no weight decay for ``positional_embedding``.
+    """
+    return get_default_optimizer_params(
+        model,
+        base_lr=base_lr,
+        weight_decay=weight_decay,
+        weight_decay_norm=weight_decay_norm,
+        lr_factor_func=functools.partial(
+            clip_vit_lr_decay_rate, lr_decay_rate=lr_decay_rate, num_layers=num_layers
+        ),
+        overrides=dict(overrides or {}),
+    )
 
 
 class PolyLRWithWarmup(LRScheduler):
