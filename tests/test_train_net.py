@@ -15,6 +15,8 @@ import cv2
 import pytest
 import torch
 
+from denseclip.data import SYNTHETIC_CLASSES
+
 from helpers import (
     NO_CLIP_WEIGHTS_PATTERN,
     TINY_CONFIG,
@@ -369,18 +371,27 @@ def test_bad_dataset_argument_fails_fast_with_clear_error(tmp_path, spec, messag
 # ---------------------------------------------------------------------------------- demo
 
 
-def test_demo_script_trains_evaluates_and_saves_pictures(tmp_path):
+def test_demo_script_prints_per_class_ious_beside_chance_and_draws_score_maps(tmp_path):
+    """tools/run_demo.py end to end, on the small built-in dataset for 3 iterations at batch 2."""
     out = str(tmp_path / "demo")
+    small = [
+        "dataloader.train.dataset.names=synthetic_seg_train",
+        "dataloader.test.dataset.names=synthetic_seg_val",
+        "dataloader.train.total_batch_size=2",
+    ]
     run = run_python(
-        ["tools/run_demo.py", "--output-dir", out, "--max-iter", "3"], tmp_path / "datasets"
+        ["tools/run_demo.py", "--output-dir", out, "--max-iter", "3", "--examples", "2"]
+        + ["--prompt", "red square", "--opts", *small],
+        tmp_path / "datasets",
     )
     assert run.returncode == 0, run.describe()
-    match = re.search(r"val mIoU:\s*([0-9.]+)", run.output)
-    assert match, run.describe()
-    miou = read_json(os.path.join(out, "eval_results.json"))["sem_seg"]["mIoU"]
-    assert float(match.group(1)) == pytest.approx(miou, abs=0.051)
+    results = read_json(os.path.join(out, "eval_results.json"))["sem_seg"]
+    for name in SYNTHETIC_CLASSES + ("mIoU",):
+        key = "mIoU" if name == "mIoU" else f"IoU-{name}"
+        match = re.search(rf"^\s+{name}\s+([0-9.]+)\s+([0-9.]+)$", run.output, re.MULTILINE)
+        assert match, (name, run.describe())
+        assert float(match.group(1)) == pytest.approx(results[key], abs=0.051)
     picture = cv2.imread(os.path.join(out, "predictions.png"))
     assert picture is not None, sorted(os.listdir(out))
-    assert picture.ndim == 3 and picture.shape[2] == 3, picture.shape
-    # image | ground truth | prediction, side by side, of the 128x128 synthetic images
-    assert picture.shape[1] >= 3 * 128 and picture.shape[0] >= 128, picture.shape
+    # 2 rows of image | ground truth | prediction | 5 class maps | "red square", 150 px panels
+    assert picture.shape[1] >= 9 * 150 and 2 * 150 <= picture.shape[0] < 3 * 150, picture.shape

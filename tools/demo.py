@@ -8,6 +8,10 @@
 is written as OUTPUT/<image name>.png: class regions with their names for segmentation models,
 boxes (and masks) with class names and scores for detection models. Weights default to the
 config's train.init_checkpoint; --opts overrides the config (e.g. model.test_mode=whole).
+
+--score-maps [TEXT ...] draws what a DenseCLIP model sees instead: image | prediction | the
+pixel-text score map of each class (at most --max-class-maps: those peaking highest) | the score
+map of each TEXT (free text of at most 3 BPE tokens, e.g. "blue circle").
 """
 
 import argparse
@@ -27,6 +31,7 @@ from detectron2.utils.visualizer import Visualizer
 from denseclip import Predictor
 from denseclip.data.folder import IMAGE_EXTENSIONS
 from denseclip.predictor import add_config_arguments, load_config
+from denseclip.visualization import class_legend, score_map_figure, score_map_panels
 
 
 def _is_image(path: str) -> bool:
@@ -81,6 +86,23 @@ def draw_predictions(image_rgb: np.ndarray, predictions: Dict, metadata: Metadat
     return visualizer.output.get_image()
 
 
+def draw_score_maps(
+    predictor: Predictor, image_bgr: np.ndarray, prompts: Sequence[str], max_classes: int
+):
+    """image | prediction | class score maps | prompt score maps, as a matplotlib Figure."""
+    image_rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
+    predictions = predictor(image_bgr)
+    panels = [
+        ("image", image_rgb),
+        ("prediction", draw_predictions(image_rgb, predictions, predictor.metadata)),
+    ] + score_map_panels(predictor, image_bgr, prompts, max_classes)
+    labels = (
+        [predictions["sem_seg"].argmax(dim=0).cpu().numpy()] if "sem_seg" in predictions else []
+    )
+    legend = class_legend(predictor.metadata, labels) if labels else ()
+    return score_map_figure([panels], legend, panel_inches=2.5)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -92,6 +114,15 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="folder for the pictures")
     parser.add_argument("--weights", help="checkpoint (default: train.init_checkpoint)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: train.device)")
+    parser.add_argument(
+        "--score-maps",
+        nargs="*",
+        metavar="TEXT",
+        help="draw the class score maps and those of these free texts (DenseCLIP models)",
+    )
+    parser.add_argument(
+        "--max-class-maps", type=int, default=8, help="with --score-maps (default: 8)"
+    )
     add_config_arguments(
         parser, "register a dataset folder first, as train_net.py does (class names, colours)"
     )
@@ -106,6 +137,11 @@ def main(argv=None):
     os.makedirs(args.output, exist_ok=True)
     for image_path, output_path in tqdm(list(zip(images, outputs)), desc="demo", unit="image"):
         image = read_image(image_path, format="BGR")
+        if args.score_maps is not None:
+            draw_score_maps(predictor, image, args.score_maps, args.max_class_maps).savefig(
+                output_path
+            )
+            continue
         picture = draw_predictions(image[:, :, ::-1], predictor(image), predictor.metadata)
         cv2.imwrite(output_path, picture[:, :, ::-1])
     print(f"wrote {len(outputs)} pictures to {args.output}")

@@ -10,7 +10,7 @@ import argparse
 import copy
 import logging
 import os
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -166,6 +166,20 @@ class Predictor:
         with torch.no_grad():
             return self.model([self._inputs(image)])[0]
 
+    @property
+    def class_prompts(self) -> List[str]:
+        """The K class prompts of a DenseCLIP model, in class order (the texts whose
+        :meth:`score_maps` are the model's own class score maps)."""
+        return list(self._require_backbone().prompts.class_names)
+
+    def _require_backbone(self) -> DenseCLIPBackbone:
+        if self._backbone is None:
+            raise ValueError(
+                f"score_maps needs a DenseCLIP model, but {type(self.model).__name__} has no "
+                "DenseCLIPBackbone (a CLIP baseline config?)"
+            )
+        return self._backbone
+
     def score_maps(self, image: np.ndarray, texts: Union[str, Sequence[str]]) -> torch.Tensor:
         """Pixel-text score maps of any prompts on one image (open vocabulary).
 
@@ -180,16 +194,12 @@ class Predictor:
         Returns:
             T×H×W raw cosine similarities in [-1, 1], bilinearly upsampled to the image.
         """
-        if self._backbone is None:
-            raise ValueError(
-                f"score_maps needs a DenseCLIP model, but {type(self.model).__name__} has no "
-                "DenseCLIPBackbone (a CLIP baseline config?)"
-            )
+        backbone = self._require_backbone()
         texts = [texts] if isinstance(texts, str) else list(texts)
         inputs = self._inputs(image)
         with torch.no_grad():
             images = self.model.preprocess_image([inputs])
-            scores = self._backbone.text_score_maps(images.tensor, texts)
+            scores = backbone.text_score_maps(images.tensor, texts)
             scores = F.interpolate(
                 scores, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
             )
