@@ -20,7 +20,8 @@ $(STAMP): Makefile pyproject.toml setup.cfg tools/install_detectron2.sh
 	$(PIP) install --quiet "numpy<2" "setuptools<81" installer fvcore "iopath<0.1.10" \
 		"omegaconf>=2.1,<2.4" hydra-core pycocotools opencv-python-headless termcolor yacs \
 		tabulate cloudpickle tqdm matplotlib tensorboard packaging black openai-clip \
-		"timm>=1.0,<2" pytest pytest-timeout nbclient nbformat ipykernel
+		"timm>=1.0,<2" pytest pytest-timeout nbclient nbformat ipykernel \
+		onnx==1.23.2 onnxruntime==1.32.0 onnxscript==0.7.2
 	DETECTRON2_SOURCE="$(DETECTRON2_SOURCE)" bash tools/install_detectron2.sh $(PY)
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)

@@ -172,10 +172,11 @@ def _tiny_config_cache():
     return {}, LazyConfig.load
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def load_tiny_config(_tiny_config_cache):
     """``load_tiny_config(name)``: a fresh (deep-copied, free to edit) LazyConfig of
-    ``configs/Synthetic/<name>.py``; each file is parsed once per session."""
+    ``configs/Synthetic/<name>.py``; each file is parsed once per session (usable by fixtures of
+    any scope)."""
     cache, load = _tiny_config_cache
 
     def get(name="denseclip_fpn_tiny"):

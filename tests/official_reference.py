@@ -34,10 +34,19 @@ def normalize(image: torch.Tensor) -> torch.Tensor:
 
 
 class AttentionPool2d(nn.Module):
-    """Official attention pool: positional grid resized bilinearly to the map, every token kept."""
+    """Official attention pool, every token kept: the positional grid resized bilinearly to the
+    map (segmentation, ``pos_embed="resize"``) or cropped to it (detection, ``"crop"``)."""
 
-    def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int):
+    def __init__(
+        self,
+        spacial_dim: int,
+        embed_dim: int,
+        num_heads: int,
+        output_dim: int,
+        pos_embed: str = "resize",
+    ):
         super().__init__()
+        self.pos_embed = pos_embed
         self.positional_embedding = nn.Parameter(torch.randn(spacial_dim**2 + 1, embed_dim))
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.q_proj = nn.Linear(embed_dim, embed_dim)
@@ -54,7 +63,11 @@ class AttentionPool2d(nn.Module):
         x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
         side = self.spacial_dim
         grid = self.positional_embedding[1:].reshape(1, side, side, C).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(H, W), mode="bilinear").reshape(C, H * W).permute(1, 0)
+        if self.pos_embed == "crop":
+            grid = grid[:, :, :H, :W]
+        else:
+            grid = F.interpolate(grid, size=(H, W), mode="bilinear")
+        grid = grid.reshape(C, H * W).permute(1, 0)
         x = x + torch.cat([self.positional_embedding[:1], grid])[:, None, :]
         x, _ = F.multi_head_attention_forward(
             query=x,
@@ -83,7 +96,8 @@ class AttentionPool2d(nn.Module):
 
 class CLIPResNet(nn.Module):
     """Official ``CLIPResNetWithAttention`` (``with_attention=True``, 32 heads, always) or
-    ``CLIPResNet`` (the baselines: no attention pool)."""
+    ``CLIPResNet`` (the baselines: no attention pool); ``pos_embed`` as :class:`AttentionPool2d`
+    ("crop" in the detection code)."""
 
     def __init__(
         self,
@@ -92,6 +106,7 @@ class CLIPResNet(nn.Module):
         output_dim: int,
         input_resolution: int,
         with_attention: bool = True,
+        pos_embed: str = "resize",
     ):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
@@ -108,7 +123,9 @@ class CLIPResNet(nn.Module):
         self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
         self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
         if with_attention:
-            self.attnpool = AttentionPool2d(input_resolution // 32, width * 32, 32, output_dim)
+            self.attnpool = AttentionPool2d(
+                input_resolution // 32, width * 32, 32, output_dim, pos_embed
+            )
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         layers = [Bottleneck(self._inplanes, planes, stride)]
@@ -335,24 +352,34 @@ class ContextDecoder(nn.Module):
 
 
 class ConvModule(nn.Module):
-    """mmcv ConvModule as the official configs build it: conv (bias only without a norm), then
-    optionally BN and ReLU; submodule names ``conv`` and ``bn``."""
+    """mmcv ConvModule as the official configs build it: conv (bias only without a norm, padding
+    kernel_size // 2), then optionally BN and ReLU (``norm_act``) or ReLU alone (``relu``, the
+    mmdet heads); submodule names ``conv`` and ``bn``."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, norm_act: bool = False
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        norm_act: bool = False,
+        relu: bool = False,
+        stride: int = 1,
     ):
         super().__init__()
         padding = kernel_size // 2
         self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, padding=padding, bias=not norm_act
+            in_channels, out_channels, kernel_size, stride, padding=padding, bias=not norm_act
         )
         self.norm_act = norm_act
+        self.relu = relu
         if norm_act:
             self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
-        return F.relu(self.bn(x)) if self.norm_act else x
+        if self.norm_act:
+            x = self.bn(x)
+        return F.relu(x) if self.norm_act or self.relu else x
 
 
 class FPN(nn.Module):
@@ -477,10 +504,49 @@ class EncoderDecoder(nn.Module):
         return F.interpolate(seg_logit, size=ori_shape, mode="bilinear", align_corners=False)
 
 
-class DenseCLIP(EncoderDecoder):
-    """The official DenseCLIP segmentor at test time: text features with learnable contexts,
-    refined by the context decoder (t + γ·Δt), pixel-text score map concatenated (unscaled) to
-    the backbone output ``score_concat_index``."""
+class DenseCLIPTextSide:
+    """The official DenseCLIP text side, mixed into a segmentor or detector (``nn.Module``) so
+    that its parameters keep the official top-level names (``text_encoder``, ``context_decoder``,
+    ``contexts``, ``gamma``): text features with learnable contexts, refined by the context
+    decoder (t + γ·Δt) from the attention pool's [z̄, z], and the pixel-text score map."""
+
+    def init_text_side(
+        self,
+        text_encoder: CLIPTextContextEncoder,
+        context_decoder: ContextDecoder,
+        class_names: Sequence[str],
+        context_length: int = 5,
+    ) -> None:
+        self.text_encoder = text_encoder
+        self.context_decoder = context_decoder
+        self.texts = clip.tokenize(list(class_names), context_length=context_length)
+        num_contexts = text_encoder.context_length - context_length
+        token_embed_dim = text_encoder.token_embedding.embedding_dim
+        self.contexts = nn.Parameter(torch.randn(1, num_contexts, token_embed_dim))
+        self.gamma = nn.Parameter(torch.ones(text_encoder.embed_dim) * 1e-4)
+
+    def concat_score_map(self, x: Sequence, index: int, scale: float = 1.0) -> List[torch.Tensor]:
+        """Backbone outputs (res2..res5, [global, dense]) → res2..res5 with the score map
+        (B×K×h×w cosine scores, times ``scale``) concatenated to output ``index``."""
+        x_orig = list(x[0:4])
+        global_feat, visual_embeddings = x[4]
+        B, C, H, W = visual_embeddings.shape
+        visual_context = torch.cat(
+            [global_feat.reshape(B, C, 1), visual_embeddings.reshape(B, C, H * W)], dim=2
+        ).permute(0, 2, 1)
+        text_embeddings = self.text_encoder(self.texts, self.contexts).expand(B, -1, -1)
+        text_diff = self.context_decoder(text_embeddings, visual_context)
+        text_embeddings = text_embeddings + self.gamma * text_diff
+        visual_embeddings = F.normalize(visual_embeddings, dim=1, p=2)
+        text = F.normalize(text_embeddings, dim=2, p=2)
+        score_map = torch.einsum("bchw,bkc->bkhw", visual_embeddings, text) * scale
+        x_orig[index] = torch.cat([x_orig[index], score_map], dim=1)
+        return x_orig
+
+
+class DenseCLIP(EncoderDecoder, DenseCLIPTextSide):
+    """The official DenseCLIP segmentor at test time: the pixel-text score map concatenated
+    (unscaled) to the backbone output ``score_concat_index``."""
 
     def __init__(
         self,
@@ -495,32 +561,11 @@ class DenseCLIP(EncoderDecoder):
         score_concat_index: int = 3,
     ):
         super().__init__(backbone, neck, decode_head, test_cfg)
-        self.text_encoder = text_encoder
-        self.context_decoder = context_decoder
+        self.init_text_side(text_encoder, context_decoder, class_names, context_length)
         self.score_concat_index = score_concat_index
-        self.texts = clip.tokenize(list(class_names), context_length=context_length)
-        num_contexts = text_encoder.context_length - context_length
-        token_embed_dim = text_encoder.token_embedding.embedding_dim
-        self.contexts = nn.Parameter(torch.randn(1, num_contexts, token_embed_dim))
-        self.gamma = nn.Parameter(torch.ones(text_encoder.embed_dim) * 1e-4)
 
     def extract_feat(self, img: torch.Tensor) -> List[torch.Tensor]:
-        x = self.backbone(img)
-        x_orig = list(x[0:4])
-        global_feat, visual_embeddings = x[4]
-        B, C, H, W = visual_embeddings.shape
-        visual_context = torch.cat(
-            [global_feat.reshape(B, C, 1), visual_embeddings.reshape(B, C, H * W)], dim=2
-        ).permute(0, 2, 1)
-        text_embeddings = self.text_encoder(self.texts, self.contexts).expand(B, -1, -1)
-        text_diff = self.context_decoder(text_embeddings, visual_context)
-        text_embeddings = text_embeddings + self.gamma * text_diff
-        visual_embeddings = F.normalize(visual_embeddings, dim=1, p=2)
-        text = F.normalize(text_embeddings, dim=2, p=2)
-        score_map = torch.einsum("bchw,bkc->bkhw", visual_embeddings, text)
-        i = self.score_concat_index
-        x_orig[i] = torch.cat([x_orig[i], score_map], dim=1)
-        return x_orig
+        return self.concat_score_map(self.backbone(img), self.score_concat_index)
 
 
 # ----------------------------------------------------------------------------- random weights

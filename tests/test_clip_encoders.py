@@ -144,25 +144,6 @@ def test_resnet_positional_embedding_is_resized_bilinearly_to_the_feature_map(ti
     torch.testing.assert_close(outputs["global_embedding"], expected, atol=ATOL, rtol=0)
 
 
-def test_resnet_crop_mode_uses_the_top_left_corner_of_the_positional_embedding():
-    torch.manual_seed(0)
-    model = CLIPResNet(
-        [1, 1, 1, 1],
-        width=16,
-        output_dim=32,
-        heads=4,
-        input_resolution=128,
-        pos_embed_resize="crop",
-    )
-    pos = model.attnpool.positional_embedding
-    corner = pos[1:].reshape(4, 4, -1)[:3, :2].reshape(6, -1)
-    torch.testing.assert_close(
-        model.attnpool.fitted_positional_embedding(3, 2), torch.cat([pos[:1], corner])
-    )
-    with pytest.raises(ValueError, match="cannot crop"):
-        model.attnpool.fitted_positional_embedding(5, 2)
-
-
 def test_resnet_without_attention_pool_returns_only_stage_features():
     model = CLIPResNet([1, 1, 1, 1], width=16, with_attention_pool=False).eval()
     with torch.no_grad():

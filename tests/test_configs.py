@@ -324,6 +324,10 @@ def test_ade20k_configs_follow_the_official_recipe(path):
     assert cfg.dataloader.train.dataset.names == "ade20k_sem_seg_train"
     assert cfg.dataloader.test.dataset.names == "ade20k_sem_seg_val"
     assert cfg.dataloader.train.mapper.augmentations.crop_size == crop
+    for split in ("train", "test"):  # mmseg's Resize: img_scale (2048, crop), mmcv's OpenCV resize
+        augmentations = instantiate(cfg.dataloader[split].mapper.augmentations)
+        assert tuple(augmentations[0].scale) == (2048, crop)
+        assert augmentations[0].backend == "opencv"
     assert cfg.dataloader.train.mapper.image_format == "RGB"
     assert cfg.model.test_mode == "slide"
     assert tuple(cfg.model.crop_size) == (crop, crop)

@@ -6,6 +6,7 @@ import json
 import os
 
 import cv2
+import mmcv_reference as mmcv
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -20,6 +21,7 @@ from denseclip.data import (
     OpenCVResizeTransform,
     PhotoMetricDistortion,
     PhotoMetricTransform,
+    RandomCropCatMaxRatio,
     RandomRatioResize,
     ade20k_test_augmentations,
     ade20k_train_augmentations,
@@ -405,18 +407,20 @@ def test_photometric_distortion_keeps_shape_dtype_and_segmentation():
     rng = np.random.RandomState(0)
     image = rng.randint(0, 256, (20, 30, 3)).astype(np.uint8)
     seg = rng.randint(0, 5, (20, 30)).astype(np.uint8)
+    np.random.seed(7)  # every step on: brightness, saturation, hue, then contrast
     aug_input = T.AugInput(image, sem_seg=seg.copy())
-    T.AugmentationList([PhotoMetricDistortion(prob=1.0)])(aug_input)
+    (transform,) = T.AugmentationList([PhotoMetricDistortion()])(aug_input)
+    assert None not in (transform.brightness_beta, transform.contrast_alpha)
+    assert None not in (transform.saturation_alpha, transform.hue_shift)
     assert aug_input.image.shape == image.shape and aug_input.image.dtype == np.uint8
     assert not np.array_equal(aug_input.image, image)
     assert np.array_equal(aug_input.sem_seg, seg)
 
 
-def test_photometric_distortion_with_probabilities_off_is_identity():
+def test_photometric_transform_without_steps_is_identity():
     image = np.random.RandomState(0).randint(0, 256, (20, 30, 3)).astype(np.uint8)
-    for _ in range(5):
-        transform = PhotoMetricDistortion(prob=0.0).get_transform(image)
-        assert np.array_equal(transform.apply_image(image), image)
+    transform = PhotoMetricTransform(None, None, True, None, None)
+    assert np.array_equal(transform.apply_image(image), image)
 
 
 def test_photometric_brightness_and_contrast_clip_and_truncate():
@@ -441,7 +445,7 @@ def test_ade20k_train_augmentations_follow_mmseg_order_and_crop():
     augs = ade20k_train_augmentations(crop_size=64, scale=(256, 64))
     assert [type(a) for a in augs] == [
         RandomRatioResize,
-        T.RandomCrop_CategoryAreaConstraint,
+        RandomCropCatMaxRatio,
         T.RandomFlip,
         PhotoMetricDistortion,
     ]
@@ -454,12 +458,59 @@ def test_ade20k_train_augmentations_follow_mmseg_order_and_crop():
     assert max(aug_input.sem_seg.shape) <= 64
 
 
-def _mmcv_imrescale(image, scale, interpolation):
-    """mmcv 1.3.17 ``imrescale`` (cv2 backend), restated: ``rescale_size`` then ``imresize``."""
-    h, w = image.shape[:2]
-    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
-    size = int(w * float(factor) + 0.5), int(h * float(factor) + 0.5)
-    return cv2.resize(image, size, interpolation=interpolation)
+class CountingDraws:
+    """Records the ``np.random.randint`` calls while it is patched in (by monkeypatch)."""
+
+    def __init__(self, monkeypatch):
+        self.calls, real = [], np.random.randint
+
+        def randint(*args, **kwargs):
+            self.calls.append(args)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(np.random, "randint", randint)
+
+
+def test_crop_redraws_ten_times_like_mmseg_when_one_class_fills_every_crop(monkeypatch):
+    """A single-class label map fails the check for every crop: mmseg draws the offset once and
+    redraws it 10 times (22 randint calls: row then column each time) and keeps the last."""
+    draws = CountingDraws(monkeypatch)
+    seg = np.full((40, 50), 3, np.uint8)
+    crop = RandomCropCatMaxRatio((16, 16), cat_max_ratio=0.75)
+    transform = crop.get_transform(np.zeros((40, 50, 3), np.uint8), seg)
+    assert draws.calls == [(0, 25), (0, 35)] * 11
+    assert (transform.h, transform.w) == (16, 16)
+
+
+def test_crop_stops_redrawing_at_the_first_acceptable_crop(monkeypatch):
+    draws = CountingDraws(monkeypatch)
+    seg = np.zeros((40, 50), np.uint8)
+    seg[:, 25:] = 1  # every 16x50 crop holds half of each class
+    crop = RandomCropCatMaxRatio((16, 50), cat_max_ratio=0.75)
+    transform = crop.get_transform(np.zeros((40, 50, 3), np.uint8), seg)
+    assert draws.calls == [(0, 25), (0, 1)]
+    assert (transform.x0, transform.w, transform.h) == (0, 50, 16)
+
+
+def test_crop_without_a_category_limit_draws_once_and_needs_no_labels(monkeypatch):
+    draws = CountingDraws(monkeypatch)
+    transform = RandomCropCatMaxRatio((16, 16)).get_transform(np.zeros((40, 50, 3)), None)
+    assert draws.calls == [(0, 25), (0, 35)] and (transform.h, transform.w) == (16, 16)
+
+
+def test_crop_leaves_out_the_ignore_label_and_shrinks_to_small_images(monkeypatch):
+    """Class 1 covers 50 of the 60 labelled pixels (0.83 > 0.8), though only 50 of all 120: the
+    check fails for every crop, which are all the whole 10x12 image (smaller than 16x16)."""
+    draws = CountingDraws(monkeypatch)
+    seg = np.full((10, 12), 255, np.uint8)
+    seg[:, :6] = 1
+    seg[:5, :2] = 2
+    crop = RandomCropCatMaxRatio((16, 16), cat_max_ratio=0.8)
+    transform = crop.get_transform(np.zeros((10, 12, 3), np.uint8), seg)
+    assert len(draws.calls) == 22
+    assert (transform.x0, transform.y0, transform.w, transform.h) == (0, 0, 12, 10)
+    with pytest.raises(ValueError, match="sem_seg"):
+        crop.get_transform(np.zeros((10, 12, 3), np.uint8), None)
 
 
 @pytest.mark.parametrize("size", [(375, 500), (480, 640), (1080, 1920), (333, 4000), (97, 131)])
@@ -469,12 +520,8 @@ def test_keep_ratio_resize_equals_mmcv_imrescale(size, scale):
     image = rng.randint(0, 256, size + (3,)).astype(np.uint8)
     seg = rng.randint(0, 151, size).astype(np.uint8)
     transform = KeepRatioResize(scale).get_transform(image)
-    assert np.array_equal(
-        transform.apply_image(image), _mmcv_imrescale(image, scale, cv2.INTER_LINEAR)
-    )
-    assert np.array_equal(
-        transform.apply_segmentation(seg), _mmcv_imrescale(seg, scale, cv2.INTER_NEAREST)
-    )
+    assert np.array_equal(transform.apply_image(image), mmcv.imrescale(image, scale, "bilinear"))
+    assert np.array_equal(transform.apply_segmentation(seg), mmcv.imrescale(seg, scale, "nearest"))
 
 
 def test_pil_resize_backend_is_detectron2s_resize_with_the_same_size():
@@ -507,4 +554,4 @@ def test_ade20k_test_resize_matches_mmseg_rescale(size, expected):
     (aug,) = ade20k_test_augmentations()
     transform = aug.get_transform(np.zeros(size + (3,), np.uint8))
     assert (transform.new_h, transform.new_w) == expected
-    assert RandomRatioResize.get_output_shape(*size, (2048, 512)) == expected
+    assert mmcv_rescale_size(*size, (2048, 512)) == expected

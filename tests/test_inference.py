@@ -152,12 +152,19 @@ def test_cache_is_refreshed_after_loading_weights(model, image, tiny_config, tmp
     assert torch.equal(logits(model, image), logits(other, image))
 
 
-def test_cache_computed_under_autocast_is_not_reused_without_it(model):
+def test_class_embeddings_are_computed_in_float32_under_autocast(model):
     prompts = prompts_of(model)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert prompts().dtype == torch.bfloat16
     with torch.no_grad():
-        assert prompts().dtype == torch.float32
+        expected = prompts().clone()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(prompts(), expected)
+            assert torch.equal(prompts.encode(prompts.class_names), expected)
+
+
+def test_training_runs_the_text_encoder_under_autocast(model):
+    prompts = prompts_of(model).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert prompts().dtype == torch.bfloat16
 
 
 def test_cache_computed_in_inference_mode_does_not_break_backward_later(model):
@@ -279,7 +286,8 @@ def test_predictor_runs_slide_inference(tiny_config, checkpoint, image_bgr):
     seen = []
     slide.model.backbone.register_forward_pre_hook(lambda m, x: seen.append(tuple(x[0].shape)))
     assert slide(image_bgr)["sem_seg"].shape == (K, 480, 640)
-    assert seen == [(6 * 8, 3, 128, 128)]  # 6 rows × 8 columns of windows, batched
+    # 6 rows × 8 columns of windows, slide_batch_size (8) at a time
+    assert seen == [(8, 3, 128, 128)] * 6
 
 
 def test_predictor_applies_the_test_time_resize(tiny_config, checkpoint, image_bgr):

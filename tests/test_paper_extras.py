@@ -8,13 +8,13 @@ import re
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
+import mmcv_reference as mmcv
 from conftest import REPO_ROOT
 from helpers import eval_results, load_python_file, run_python, run_train_net, tiny_overrides
 from denseclip.checkpoint import (
@@ -83,8 +83,8 @@ def test_tta_averages_the_softmax_of_every_scale_and_flip_at_the_original_size(s
     tta = SemanticSegmentorWithTTA(segmentor, scales=(0.5, 1.0), flip=True, base_size=(128, 64))
     output = tta([{"image": image, "height": 64, "width": 96}])[0]["sem_seg"]
 
-    half = F.interpolate(image[None].float(), size=(32, 48), mode="bilinear")[0]
-    half = half.round().to(torch.uint8)
+    half = mmcv.imresize(image.permute(1, 2, 0).numpy(), (48, 32))  # mmcv: OpenCV bilinear
+    half = torch.from_numpy(half).permute(2, 0, 1)
     expected = 0
     with torch.no_grad():
         for resized in (half, image):
@@ -104,6 +104,17 @@ def test_tta_switch_wraps_the_model_and_removes_the_test_resize(tiny_config, seg
     assert isinstance(model, SemanticSegmentorWithTTA) and model.model is segmentor
     assert model.scales == (1.0,) and model.flip
     assert loader.mapper.augmentations == []
+
+
+def test_tta_base_size_is_the_test_resize_scale_as_in_mmseg(segmentor):
+    """mmseg's MultiScaleFlipAug takes the test img_scale: (2048, 640) for the ViT-B recipe."""
+    config = LazyConfig.load(
+        os.path.join(REPO_ROOT, "configs/ADE20K/denseclip_fpn_vit-b_640x640_80k.py")
+    )
+    model, _ = _with_tta(LazyConfig.apply_overrides(config, ["tta.enabled=True"]), segmentor)
+    assert model.base_size == (2048, 640)
+    config = LazyConfig.apply_overrides(config, ["tta.enabled=True", "tta.base_size=[1024,256]"])
+    assert _with_tta(config, segmentor)[0].base_size == (1024, 256)
 
 
 def test_without_the_tta_switch_evaluation_is_single_scale(tiny_config, segmentor):

@@ -1,5 +1,5 @@
-"""The README stays true to the tree: it mentions every config, and every config or
-tool path it mentions exists."""
+"""The README and the pages under docs/ stay true to the tree: together they mention every config,
+every config or tool path they mention exists, and every relative link resolves."""
 
 import glob
 import itertools
@@ -10,8 +10,18 @@ import pytest
 
 from conftest import REPO_ROOT
 
-with open(os.path.join(REPO_ROOT, "README.md")) as _f:
-    README = _f.read()
+DOC_FILES = ["README.md"] + sorted(
+    os.path.relpath(p, REPO_ROOT) for p in glob.glob(os.path.join(REPO_ROOT, "docs", "*.md"))
+)
+
+
+def _read(path):
+    with open(os.path.join(REPO_ROOT, path)) as f:
+        return f.read()
+
+
+DOCS = {path: _read(path) for path in DOC_FILES}
+ALL_TEXT = "\n".join(DOCS.values())
 
 
 def expand_braces(text):
@@ -22,8 +32,8 @@ def expand_braces(text):
 
 
 def mentioned(pattern):
-    """Every path the README mentions that matches ``pattern``, braces expanded."""
-    return {path for token in re.findall(pattern, README) for path in expand_braces(token)}
+    """Every path the documentation mentions that matches ``pattern``, braces expanded."""
+    return {path for token in re.findall(pattern, ALL_TEXT) for path in expand_braces(token)}
 
 
 CONFIG_PATHS = mentioned(r"configs/[\w./{},-]+\.py")
@@ -32,18 +42,36 @@ CONFIG_FILES = sorted(
     for folder in ("ADE20K", "ADE20K/ablations", "COCO", "Synthetic")
     for p in glob.glob(os.path.join(REPO_ROOT, "configs", folder, "*.py"))
 )
+#: (document, link target) of every relative Markdown link, anchors dropped
+RELATIVE_LINKS = sorted(
+    (doc, target.split("#")[0])
+    for doc, text in DOCS.items()
+    for target in re.findall(r"\]\(([^)\s]+)\)", text)
+    if "://" not in target and not target.startswith("#")
+)
 
 
-def test_brace_expansion_of_readme_paths():
+def test_brace_expansion_of_documented_paths():
     assert expand_braces("x_{a,b}_{c,d}.py") == ["x_a_c.py", "x_a_d.py", "x_b_c.py", "x_b_d.py"]
     assert expand_braces("plain.py") == ["plain.py"]
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES)
-def test_readme_mentions_every_config(path):
-    assert path in CONFIG_PATHS, f"README.md does not mention {path}"
+def test_the_documentation_mentions_every_config(path):
+    assert path in CONFIG_PATHS, f"neither README.md nor docs/*.md mention {path}"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_PATHS | mentioned(r"tools/[\w./{},-]+\.py")))
-def test_every_path_the_readme_mentions_exists(path):
-    assert os.path.isfile(os.path.join(REPO_ROOT, path)), f"README.md mentions missing {path}"
+def test_every_path_the_documentation_mentions_exists(path):
+    assert os.path.isfile(os.path.join(REPO_ROOT, path)), f"the documentation mentions {path}"
+
+
+@pytest.mark.parametrize("doc, target", RELATIVE_LINKS)
+def test_every_relative_link_resolves(doc, target):
+    path = os.path.normpath(os.path.join(REPO_ROOT, os.path.dirname(doc), target))
+    assert os.path.exists(path), f"{doc} links to {target}, which does not exist"
+
+
+@pytest.mark.parametrize("page", [p for p in DOC_FILES if p != "README.md"])
+def test_the_readme_links_every_docs_page(page):
+    assert f"({page})" in DOCS["README.md"], f"README.md does not link {page}"

@@ -15,6 +15,10 @@ Inference variants (one image, ``torch.no_grad``, the model's own slide/whole in
   denseclip-official   the official forward: the text encoder runs at every forward
   baseline             CLIP + Semantic FPN, BatchNorm folded (our image path)
   baseline-unfolded    CLIP + Semantic FPN, the official image path
+  denseclip-onnxruntime  the denseclip variant exported to ONNX (tools/export_model.py: text
+                       embeddings as constants, BatchNorm folded) run by ONNX Runtime on CPU
+                       with as many threads as torch, through the same window logic; its
+                       weights column is the size of model.onnx
 
 Fairness: the official variant is the official computation, never slowed down; the optimised
 image path (BatchNorm folding) is applied to DenseCLIP and the baseline alike, so that
@@ -43,6 +47,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -53,6 +58,8 @@ from detectron2.config import instantiate
 
 from denseclip.backbone import DenseCLIPBackbone
 from denseclip.checkpoint import DenseCLIPCheckpointer
+from denseclip.export import export_model
+from denseclip.exported import ExportedPredictor
 from denseclip.fuse import fold_batch_norms
 from denseclip.predictor import load_config
 from denseclip.prompting import ClassTextPrompts
@@ -69,6 +76,7 @@ class Variant:
     baseline: bool  # CLIP + Semantic FPN, no text side
     official_text: bool  # the text encoder runs at every forward
     fold_bn: bool  # our inference path
+    exported: bool = False  # the ONNX export of the model, run by ONNX Runtime
 
 
 VARIANTS = {
@@ -79,6 +87,7 @@ VARIANTS = {
         Variant("denseclip-official", "text encoder every forward (official)", False, True, False),
         Variant("baseline", "CLIP + Semantic FPN, BN folded", True, False, True),
         Variant("baseline-unfolded", "CLIP + Semantic FPN (official)", True, False, False),
+        Variant("denseclip-onnxruntime", "ONNX export in ONNX Runtime", False, False, True, True),
     )
 }
 
@@ -94,6 +103,19 @@ class OfficialTextEncoding(nn.Module):
     def forward(self) -> torch.Tensor:
         """→ 1×K×C class text embeddings, computed afresh."""
         return self.prompts.text_encoder(self.prompts.class_tokens, self.prompts.contexts)
+
+
+class ONNXRuntimeSegmentor:
+    """The ONNX export of a segmentor behind the model's call interface (a list of input dicts
+    → a list of output dicts), run by ONNX Runtime (:class:`ExportedPredictor`)."""
+
+    def __init__(self, model: nn.Module, cfg, export_dir: str):
+        path, _ = export_model(model, "onnx", export_dir)
+        self.predictor = ExportedPredictor(cfg, path)
+        self.file_mb = os.path.getsize(path) / 2**20
+
+    def __call__(self, inputs: List[Dict]) -> List[Dict]:
+        return [self.predictor.run(x) for x in inputs]
 
 
 # ----------------------------------------------------------------------------- models
@@ -117,6 +139,11 @@ def build_variants(args, names: Sequence[str]) -> Dict[str, nn.Module]:
             weights = args.baseline_weights if variant.baseline else args.weights
             loaded[variant.baseline] = _load_model(cfg, weights, args.device)
         model = loaded[variant.baseline]
+        if variant.exported:
+            if args.device != "cpu":
+                raise ValueError(f"{name} runs on the CPU only, not --device {args.device}")
+            models[name] = ONNXRuntimeSegmentor(model, args.cfg, args.export_dir)
+            continue
         if variant.official_text or variant.fold_bn:
             model = copy.deepcopy(model)
         if variant.official_text:
@@ -289,6 +316,8 @@ def peak_memory_mb(run: Callable, device: str) -> float:
 
 
 def model_mb(model: nn.Module) -> float:
+    if isinstance(model, ONNXRuntimeSegmentor):
+        return model.file_mb
     tensors = list(model.parameters()) + list(model.buffers())
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
@@ -323,6 +352,7 @@ def ratios(latency: Dict[str, float]) -> Dict[str, float]:
         "cached / baseline (official image path)": ("denseclip-unfolded", "baseline-unfolded"),
         "official / ours": ("denseclip-official", "denseclip"),
         "official / cached (text cache alone)": ("denseclip-official", "denseclip-unfolded"),
+        "onnxruntime / ours (eager)": ("denseclip-onnxruntime", "denseclip"),
     }
     return {
         label: latency[a] / latency[b]
@@ -349,7 +379,7 @@ def print_report(args, times, memory, outputs, train, profile) -> Dict:
         f"{'fp32' if args.amp == 'none' else args.amp + ' autocast'}, median of {args.repeats} "
         f"(after {args.warmup} warm-up), variants interleaved\n"
     )
-    header = f"{'variant':<20} {'':<40} {'latency ms':>11} {'range':>17}"
+    header = f"{'variant':<22} {'':<40} {'latency ms':>11} {'range':>17}"
     header += f" {'weights MB':>11} {'peak MB':>8} {'|Δ| vs official':>16}"
     print(header)
     for name, values in times.items():
@@ -357,7 +387,7 @@ def print_report(args, times, memory, outputs, train, profile) -> Dict:
         mem = memory.get(name, {})
         diff = _max_difference(outputs, name)
         print(
-            f"{name:<20} {VARIANTS[name].description:<40} {latency[name]:>11.1f} "
+            f"{name:<22} {VARIANTS[name].description:<40} {latency[name]:>11.1f} "
             f"{f'{low:.0f}–{high:.0f}':>17} {mem.get('model_mb', float('nan')):>11.1f} "
             f"{mem.get('peak_mb', float('nan')):>8.1f} "
             f"{'' if diff is None else f'{diff:.1e}':>16}"
@@ -415,7 +445,11 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument("--repeats", type=int, default=10, help="timed forwards per variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed forwards per variant")
     parser.add_argument(
-        "--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME"
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        metavar="NAME",
+        help="default: all (on CUDA all but denseclip-onnxruntime)",
     )
     parser.add_argument(
         "--train-repeats", type=int, default=3, help="timed training steps (0: none)"
@@ -437,6 +471,9 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.variants is None:
+        on_cpu = args.device == "cpu"
+        args.variants = [name for name, v in VARIANTS.items() if on_cpu or not v.exported]
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     on_gpu = args.device.startswith("cuda")
@@ -447,6 +484,13 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="denseclip_benchmark_") as args.export_dir:
+        return benchmark(args)
+
+
+def benchmark(args) -> Dict:
+    """Everything :func:`main` reports, for parsed arguments (``args.export_dir``: a folder for
+    the ONNX export)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     args.cfg = load_config(args.config_file, args.opts)

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 
 from denseclip.checkpoint import (
     OfficialCheckpointError,
@@ -31,6 +31,7 @@ from denseclip.checkpoint import (
     convert_official_state_dict,
     load_official_checkpoint,
 )
+from denseclip.predictor import load_config
 
 
 def convert(src: str, dst: str, config: Optional[str] = None, overrides: Sequence[str] = ()) -> str:
@@ -43,7 +44,7 @@ def convert(src: str, dst: str, config: Optional[str] = None, overrides: Sequenc
     conversion = convert_official_state_dict(state_dict, source=src)
     checked = ""
     if config:
-        cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(overrides))
+        cfg = load_config(config, overrides)
         model = instantiate(cfg.model)
         check_matches_model(conversion.state_dict, model.state_dict(), src, config)
         check_class_names(meta.get("CLASSES"), model, config)

@@ -8,15 +8,25 @@
 is written as OUTPUT/<image name>.png: class regions with their names for segmentation models,
 boxes (and masks) with class names and scores for detection models. Weights default to the
 config's train.init_checkpoint; --opts overrides the config (e.g. model.test_mode=whole).
+--exported FILE runs a model exported by tools/export_model.py (ONNX Runtime or TorchScript)
+with the config's pre-processing instead.
 
 --score-maps [TEXT ...] draws what a DenseCLIP model sees instead: image | prediction | the
 pixel-text score map of each class (at most --max-class-maps: those peaking highest) | the score
-map of each TEXT (free text of at most 3 BPE tokens, e.g. "blue circle").
+map of each TEXT (free text of at most 3 BPE tokens, e.g. "blue circle"). Score maps need the
+model's image and text encoders: models without a text side (CLIP baselines) and exported models
+are refused with the reason.
+
+Images are read upright (EXIF orientation applied) in any mode (greyscale, palette, RGBA, CMYK,
+16-bit greyscale scaled to 8 bits). A file that cannot be read (truncated, not an image) is named
+in a warning and skipped; every other picture is still written, and the exit status is 1 with
+the number of files that failed.
 """
 
 import argparse
 import glob
 import os
+import sys
 from typing import Dict, List, Sequence
 
 import cv2
@@ -24,12 +34,13 @@ import numpy as np
 from tqdm import tqdm
 
 from detectron2.data import Metadata
-from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
 from denseclip import Predictor
+from denseclip.data import ImageReadError, read_image
 from denseclip.data.folder import IMAGE_EXTENSIONS
+from denseclip.exported import ExportedPredictor
 from denseclip.predictor import add_config_arguments, load_config
 from denseclip.visualization import class_legend, score_map_figure, score_map_panels
 
@@ -113,6 +124,12 @@ def main(argv=None):
     )
     parser.add_argument("--output", required=True, help="folder for the pictures")
     parser.add_argument("--weights", help="checkpoint (default: train.init_checkpoint)")
+    parser.add_argument(
+        "--exported",
+        metavar="FILE",
+        help="run this exported model (model.onnx or model.ts of tools/export_model.py) "
+        "instead of building the config's model",
+    )
     parser.add_argument("--device", help="cpu, cuda, ... (default: train.device)")
     parser.add_argument(
         "--score-maps",
@@ -128,23 +145,49 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     setup_logger(name="fvcore")
-    setup_logger()
+    logger = setup_logger()
 
     images = expand_inputs(args.input)
     outputs = output_paths(images, args.output)
     cfg = load_config(args.config_file, args.opts, args.dataset)
-    predictor = Predictor(cfg, args.weights, device=args.device)
-    os.makedirs(args.output, exist_ok=True)
-    for image_path, output_path in tqdm(list(zip(images, outputs)), desc="demo", unit="image"):
-        image = read_image(image_path, format="BGR")
+    if args.exported:
+        if args.weights:
+            parser.error("give --weights or --exported, not both")
         if args.score_maps is not None:
-            draw_score_maps(predictor, image, args.score_maps, args.max_class_maps).savefig(
-                output_path
+            parser.error(
+                "--score-maps needs the model's text encoder, which an exported model does not "
+                "have: give the checkpoint with --weights instead of --exported"
             )
+        predictor = ExportedPredictor(cfg, args.exported)
+    else:
+        predictor = Predictor(cfg, args.weights, device=args.device)
+        if args.score_maps is not None and not predictor.has_score_maps:
+            parser.error(
+                f"--score-maps needs a DenseCLIP model (image and text encoders), but "
+                f"{args.config_file} builds a {type(predictor.model).__name__} without a text "
+                "side (a CLIP baseline?): it has no pixel-text score maps"
+            )
+    os.makedirs(args.output, exist_ok=True)
+    failed = []
+    for image_path, output_path in tqdm(list(zip(images, outputs)), desc="demo", unit="image"):
+        try:
+            image = read_image(image_path, format="BGR")
+        except ImageReadError as error:
+            logger.warning(f"skipped: {error}")
+            failed.append(image_path)
+            continue
+        if args.score_maps is not None:
+            figure = draw_score_maps(predictor, image, args.score_maps, args.max_class_maps)
+            figure.savefig(output_path)
             continue
         picture = draw_predictions(image[:, :, ::-1], predictor(image), predictor.metadata)
         cv2.imwrite(output_path, picture[:, :, ::-1])
-    print(f"wrote {len(outputs)} pictures to {args.output}")
+    print(f"wrote {len(outputs) - len(failed)} pictures to {args.output}")
+    if failed:
+        sys.exit(
+            f"error: {len(failed)} of {len(images)} images could not be read and were skipped: "
+            + ", ".join(failed)
+        )
 
 
 if __name__ == "__main__":

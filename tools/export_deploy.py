@@ -18,10 +18,9 @@ import os
 
 import torch
 
-from detectron2.utils.logger import setup_logger
 
 from denseclip import Predictor
-from denseclip.predictor import add_config_arguments, load_config
+from denseclip.predictor import parse_config_arguments
 from denseclip.prompting import ClassTextPrompts
 
 
@@ -59,13 +58,9 @@ def main(argv=None):
     parser.add_argument("--config-file", required=True, metavar="FILE", help="LazyConfig file")
     parser.add_argument("--weights", required=True, help="the trained model's checkpoint")
     parser.add_argument("--output", required=True, help="the deploy checkpoint to write (.pth)")
-    add_config_arguments(
-        parser, "register a dataset folder first, as train_net.py does (for its class names)"
+    args, cfg = parse_config_arguments(
+        parser, argv, "register a dataset folder first, as train_net.py does (for its class names)"
     )
-    args = parser.parse_args(argv)
-    setup_logger(name="fvcore")
-    setup_logger()
-    cfg = load_config(args.config_file, args.opts, args.dataset)
     print(export_deploy(cfg, args.weights, args.output))
 
 

@@ -19,9 +19,10 @@ import json
 import torch
 from fvcore.nn import flop_count_table
 
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 
 from denseclip.flops import InferenceFlopCountAnalysis
+from denseclip.predictor import load_config
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -52,7 +53,7 @@ def main(argv=None) -> None:
     args = argument_parser().parse_args(argv)
     height, width = args.shape
 
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = load_config(args.config_file, args.opts)
     model = instantiate(cfg.model).to(torch.device(args.device))
     analysis = InferenceFlopCountAnalysis(model, (height, width), fvcore2021=args.fvcore2021)
     result = analysis.complexity()

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.detection_utils import read_image
 
 from denseclip import Predictor
+from denseclip.data import read_image
 from denseclip.engine import do_train, setup
 from denseclip.visualization import class_legend, draw_sem_seg, score_map_figure, score_map_panels
 

@@ -7,7 +7,6 @@ synthetic dataset is written on first use to $DENSECLIP_DATASETS/synthetic_seg.
 
 from detectron2.config import LazyCall as L
 from detectron2.data import (
-    DatasetMapper,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
@@ -15,7 +14,7 @@ from detectron2.data import (
 from detectron2.data import transforms as T
 from detectron2.evaluation import SemSegEvaluator
 
-from denseclip.data import SYNTHETIC_CLASSES
+from denseclip.data import SYNTHETIC_CLASSES, DenseCLIPDatasetMapper
 
 from ..common.models.denseclip_sizes import use_tiny
 from ..common.models.denseclip_fpn import model
@@ -28,11 +27,12 @@ model.backbone.out_channels = 64
 model.sem_seg_head.update(num_classes=len(SYNTHETIC_CLASSES), conv_dims=32, norm="BN")
 model.test_mode = "whole"
 model.crop_size = (128, 128)  # training batches are padded to at least this size
+model.stride = (85, 85)  # slide inference (model.test_mode=slide): 2/3 of the crop, as ADE20K
 
 dataloader = dict(
     train=L(build_detection_train_loader)(
         dataset=L(get_detection_dataset_dicts)(names="synthetic_seg_train", filter_empty=False),
-        mapper=L(DatasetMapper)(
+        mapper=L(DenseCLIPDatasetMapper)(
             is_train=True, augmentations=[L(T.RandomFlip)()], image_format="RGB"
         ),
         total_batch_size=8,
@@ -40,7 +40,7 @@ dataloader = dict(
     ),
     test=L(build_detection_test_loader)(
         dataset=L(get_detection_dataset_dicts)(names="synthetic_seg_val", filter_empty=False),
-        mapper=L(DatasetMapper)(is_train=False, augmentations=[], image_format="RGB"),
+        mapper=L(DenseCLIPDatasetMapper)(is_train=False, augmentations=[], image_format="RGB"),
         num_workers=0,
     ),
     evaluator=L(SemSegEvaluator)(dataset_name="${..test.dataset.names}"),

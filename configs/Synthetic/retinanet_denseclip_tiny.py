@@ -11,7 +11,6 @@ $DENSECLIP_DATASETS/synthetic_det.
 
 from detectron2.config import LazyCall as L
 from detectron2.data import (
-    DatasetMapper,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
@@ -20,7 +19,7 @@ from detectron2.data import transforms as T
 from detectron2.evaluation import COCOEvaluator
 from detectron2.layers import ShapeSpec
 
-from denseclip.data import SYNTHETIC_DET_CLASSES
+from denseclip.data import SYNTHETIC_DET_CLASSES, DenseCLIPDatasetMapper
 
 from ..common.models.denseclip_sizes import use_tiny
 from ..COCO.retinanet_denseclip_r50_fpn_1x_coco import lr_multiplier, model, optimizer
@@ -38,7 +37,7 @@ model.num_classes = len(SYNTHETIC_DET_CLASSES)
 dataloader = dict(
     train=L(build_detection_train_loader)(
         dataset=L(get_detection_dataset_dicts)(names="synthetic_det_train"),
-        mapper=L(DatasetMapper)(
+        mapper=L(DenseCLIPDatasetMapper)(
             is_train=True,
             augmentations=[L(T.RandomFlip)(horizontal=True)],
             image_format="RGB",
@@ -49,7 +48,7 @@ dataloader = dict(
     ),
     test=L(build_detection_test_loader)(
         dataset=L(get_detection_dataset_dicts)(names="synthetic_det_val", filter_empty=False),
-        mapper=L(DatasetMapper)(is_train=False, augmentations=[], image_format="RGB"),
+        mapper=L(DenseCLIPDatasetMapper)(is_train=False, augmentations=[], image_format="RGB"),
         num_workers=0,
     ),
     evaluator=L(COCOEvaluator)(dataset_name="${..test.dataset.names}"),

@@ -1,6 +1,7 @@
 """The CLIP baseline of a DenseCLIP detector config (paper Tables 3, 4; the official *_clip_*
-models): detectron2's stock meta-architecture and FPN over the CLIP image encoder alone, without
-the attention pool, the text side, the score maps and the auxiliary loss."""
+models): detectron2's meta-architecture (with mmdet's inference switches) and FPN over the CLIP
+image encoder alone, without the attention pool, the text side, the score maps and the auxiliary
+loss."""
 
 from detectron2.config import LazyCall as L
 from detectron2.modeling import FPN
@@ -11,9 +12,9 @@ from denseclip.clip import CLIPResNet
 
 def as_clip_baseline(model, meta_arch):
     """Turns ``model`` (a DenseCLIP RetinaNet / Mask R-CNN config) into its CLIP baseline with
-    ``meta_arch`` (detectron2's ``RetinaNet`` / ``GeneralizedRCNN``). The CLIP ResNet keeps its
-    depth, width, input resolution and output stages; a top block reading C5 (RetinaNet's P6)
-    loses the score channels."""
+    ``meta_arch`` (``MMDetStyleRetinaNet`` / ``MMDetStyleGeneralizedRCNN``, which keep the
+    inference switches of ``model``). The CLIP ResNet keeps its depth, width, input resolution
+    and output stages; a top block reading C5 (RetinaNet's P6) loses the score channels."""
     bottom_up = model.backbone.bottom_up
     encoder = bottom_up.image_encoder
     model._target_ = meta_arch

@@ -7,7 +7,7 @@ from omegaconf import DictConfig, ListConfig
 
 from detectron2.data import MetadataCatalog
 
-__all__ = ["default_device", "dataset_class_names", "set_class_names"]
+__all__ = ["default_device", "dataset_class_names", "dataset_name_list", "set_class_names"]
 
 
 def default_device() -> str:
@@ -15,7 +15,8 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _as_list(names) -> List[str]:
+def dataset_name_list(names) -> List[str]:
+    """A config's dataset ``names`` (one name or a list) as a list."""
     return [names] if isinstance(names, str) else list(names)
 
 
@@ -23,7 +24,7 @@ def dataset_class_names(dataset_names) -> Optional[List[str]]:
     """The text prompts of a dataset: metadata ``class_prompts``, else ``stuff_classes`` or
     ``thing_classes``; ``None`` when the metadata has none. All datasets must agree."""
     found = None
-    for name in _as_list(dataset_names):
+    for name in dataset_name_list(dataset_names):
         meta = MetadataCatalog.get(name)
         for key in ("class_prompts", "stuff_classes", "thing_classes"):
             if meta.get(key) is not None:
@@ -33,7 +34,8 @@ def dataset_class_names(dataset_names) -> Optional[List[str]]:
             continue
         if found is not None and names != found:
             raise ValueError(
-                f"datasets {_as_list(dataset_names)} have different classes: {found} vs {names}"
+                f"datasets {dataset_name_list(dataset_names)} have different classes: {found} vs "
+                f"{names}"
             )
         found = names
     return found

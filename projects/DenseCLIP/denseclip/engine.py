@@ -3,13 +3,16 @@
 Follows detectron2's ``tools/lazyconfig_train_net.py`` and adds what DenseCLIP needs: CPU
 DistributedDataParallel, dataset-driven class prompts, torch LR schedulers that need the
 optimizer, evaluation results written as JSON, and a clear word when no CLIP weights are given.
+What can be checked before anything is built is checked first (:func:`check_run`): override
+keys, dataset files, the checkpoint to load, AMP without CUDA. A non-finite loss stops training
+before its optimizer step (:class:`NonFiniteLossError`).
 """
 
 import copy
 import json
 import logging
 import os
-from typing import Dict, Optional
+from typing import Dict, Mapping, Optional
 
 import torch
 
@@ -22,29 +25,118 @@ from detectron2.utils import comm
 from .checkpoint import DenseCLIPCheckpointer
 from .config import dataset_class_names, set_class_names
 from .data import parse_dataset_arg, register_folder_dataset
+from .data.availability import check_datasets_available
 from .meta_arch import SemanticSegmentorWithTTA
+from .overrides import apply_overrides
 
-__all__ = ["setup", "build_model", "do_test", "do_train", "main"]
+__all__ = [
+    "NonFiniteLossError",
+    "build_model",
+    "check_run",
+    "do_test",
+    "do_train",
+    "main",
+    "setup",
+]
 
 logger = logging.getLogger("detectron2")
 
+_AMP_PRECISIONS = ("float16", "bfloat16")
+
 
 def setup(args):
-    """Loads the config, registers ``--dataset`` folders, applies overrides and the dataset's
-    classes, and sets up logging and the output folder (detectron2's ``default_setup``)."""
+    """Loads the config, registers ``--dataset`` folders, applies the checked overrides
+    (:mod:`denseclip.overrides`) and the dataset's classes, checks what can fail before anything
+    is built (:func:`check_run`), and sets up logging and the output folder (detectron2's
+    ``default_setup``)."""
     for spec in args.dataset or ():
         register_folder_dataset(*parse_dataset_arg(spec))
-    cfg = LazyConfig.load(args.config_file)
-    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    overrides = list(args.opts or [])
     if getattr(args, "aug_test", False):
-        cfg = LazyConfig.apply_overrides(cfg, ["tta.enabled=True"])
+        overrides.append("tta.enabled=True")
+    cfg = apply_overrides(LazyConfig.load(args.config_file), overrides)
     split = "test" if args.eval_only else "train"
     class_names = dataset_class_names(cfg.dataloader[split].dataset.names)
     changed = class_names is not None and set_class_names(cfg.model, class_names)
+    check_run(cfg, eval_only=args.eval_only, resume=getattr(args, "resume", False))
     default_setup(cfg, args)  # saves config.yaml: after the classes are set
     if changed:
         logger.info(f"Model set to the dataset's {len(class_names)} classes: {class_names}")
     return cfg
+
+
+def _check_devices(cfg, training: bool = True) -> None:
+    """CUDA is asked for (``train.device``; ``train.amp`` when ``training``) only where there
+    is some."""
+    device = str(cfg.train.device)
+    amp = cfg.train.get("amp") or {}
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"train.device={device!r}, but this machine has no CUDA GPU "
+            "(torch.cuda.is_available() is False): run on the CPU with train.device=cpu"
+        )
+    if not training or not amp.get("enabled", False):
+        return
+    if not device.startswith("cuda"):
+        raise RuntimeError(
+            "train.amp.enabled=True needs a CUDA GPU (detectron2's AMPTrainer), but "
+            + (
+                f"train.device is {device!r}: set train.device=cuda"
+                if torch.cuda.is_available()
+                else "this machine has none (torch.cuda.is_available() is False): train "
+                "without it, train.amp.enabled=False"
+            )
+        )
+    precision = amp.get("precision", "float16")
+    if precision not in _AMP_PRECISIONS:
+        raise ValueError(
+            f"train.amp.precision: expected one of {', '.join(_AMP_PRECISIONS)}, got {precision!r}"
+        )
+
+
+def _target_name(node) -> str:
+    target = node.get("_target_")
+    return getattr(target, "__name__", str(target))
+
+
+def _check_checkpoint_file(path: str, key: str) -> None:
+    if path and "://" not in path and not os.path.isfile(path):
+        found = "a folder" if os.path.isdir(path) else "nothing"
+        raise FileNotFoundError(f"{key}: expected a checkpoint file at {path!r}, found {found}")
+
+
+def check_run(cfg, eval_only: bool = False, resume: bool = False) -> None:
+    """Fails fast, before any model, optimizer or data loader is built, with what can be
+    checked from the config alone: the datasets the run reads are registered and their files
+    exist (train, and test when it evaluates; test only with ``eval_only``), the checkpoint to
+    load exists (``train.init_checkpoint``, unless ``resume`` finds a checkpoint in
+    ``train.output_dir``), CUDA exists where ``train.device`` or ``train.amp`` ask for it
+    (AMP: training only), and ``--aug-test`` is asked of a segmentation model."""
+    if (cfg.get("tta") or {}).get("enabled", False) and "sem_seg_head" not in cfg.model:
+        raise ValueError(
+            "--aug-test (tta.enabled=True) is the multi-scale + flip test of semantic "
+            f"segmentation models; {_target_name(cfg.model)} has no sem_seg_head"
+        )
+    checkpoint = cfg.train.init_checkpoint
+    if eval_only:
+        if not checkpoint:
+            raise ValueError(
+                "--eval-only needs the weights to evaluate: train.init_checkpoint=FILE"
+            )
+        _check_checkpoint_file(checkpoint, "train.init_checkpoint")
+        _check_devices(cfg, training=False)
+        check_datasets_available(
+            {"dataloader.test.dataset.names": cfg.dataloader.test.dataset.names}
+        )
+        return
+    _check_devices(cfg)
+    last_checkpoint = os.path.join(cfg.train.output_dir, "last_checkpoint")
+    if not (resume and os.path.isfile(last_checkpoint)):
+        _check_checkpoint_file(checkpoint, "train.init_checkpoint")
+    used = {"dataloader.train.dataset.names": cfg.dataloader.train.dataset.names}
+    if "evaluator" in cfg.dataloader:
+        used["dataloader.test.dataset.names"] = cfg.dataloader.test.dataset.names
+    check_datasets_available(used)
 
 
 def build_model(cfg) -> torch.nn.Module:
@@ -61,12 +153,17 @@ def _ddp(model, cfg, **kwargs):
 
 def _with_tta(cfg, model):
     """(model, test loader config) for evaluation. With ``tta.enabled`` (``--aug-test``) the model
-    is wrapped in :class:`SemanticSegmentorWithTTA` (the other ``tta`` keys are its arguments)
-    and the test mapper does not resize: the wrapper resizes the original image to each scale."""
+    is wrapped in :class:`SemanticSegmentorWithTTA` (the other ``tta`` keys are its arguments;
+    ``base_size`` defaults to the test resize's ``scale``, e.g. (2048, 640) for ViT-B, as mmseg's
+    ``MultiScaleFlipAug`` takes the test ``img_scale``) and the test mapper does not resize: the
+    wrapper resizes the original image to each scale."""
     options = dict(cfg.get("tta") or {})
     if not options.pop("enabled", False):
         return model, cfg.dataloader.test
     loader = copy.deepcopy(cfg.dataloader.test)
+    augmentations = loader.mapper.get("augmentations")
+    if isinstance(augmentations, Mapping) and augmentations.get("scale") is not None:
+        options.setdefault("base_size", tuple(augmentations.scale))
     loader.mapper.augmentations = []
     tta = SemanticSegmentorWithTTA(model, **options)
     logger.info(
@@ -104,8 +201,6 @@ def _load_initial_weights(checkpointer, cfg, resume: bool) -> None:
             "train.init_checkpoint=FILE to start from CLIP."
         )
         return
-    if not os.path.isfile(path) and "://" not in path:
-        raise FileNotFoundError(f"train.init_checkpoint: no file at {path!r}")
     checkpointer.resume_or_load(path, resume=False)
 
 
@@ -117,14 +212,49 @@ def _build_scheduler(cfg, optimizer):
     return instantiate(scheduler_cfg)
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; training stopped before the optimizer step."""
+
+
+class _StopAtNonFiniteLoss:
+    """Trainer mixin: checks every iteration's losses (on every process) before detectron2 logs
+    them and before the optimizer step, and stops with the iteration and the non-finite losses
+    by name (detectron2 checks only their sum, on the main process)."""
+
+    def _write_metrics(self, loss_dict, data_time, prefix="", iter=None):
+        values = torch.stack([value.detach().float().reshape(()) for value in loss_dict.values()])
+        finite = torch.isfinite(values).tolist()
+        if not all(finite):
+            iteration = self.iter if iter is None else iter
+            bad = [
+                f"{name}={value.item()}"
+                for (name, value), ok in zip(loss_dict.items(), finite)
+                if not ok
+            ]
+            raise NonFiniteLossError(
+                f"training stopped at iteration {iteration}: non-finite losses {', '.join(bad)}. "
+                "This iteration's optimizer step was not applied and no checkpoint holds "
+                "non-finite weights; lower optimizer.lr (or check the data of this batch) and "
+                "--resume from the last checkpoint."
+            )
+        super()._write_metrics(loss_dict, data_time, prefix, iter)
+
+
+class _Trainer(_StopAtNonFiniteLoss, SimpleTrainer):
+    pass
+
+
+class _AMPTrainer(_StopAtNonFiniteLoss, AMPTrainer):
+    pass
+
+
 def _build_trainer(cfg, model, train_loader, optimizer):
     amp = cfg.train.amp
     if not amp.enabled:
-        return SimpleTrainer(model, train_loader, optimizer)
-    if cfg.train.device != "cuda":
-        raise ValueError("train.amp.enabled=True needs CUDA (train.device is 'cpu')")
+        return _Trainer(model, train_loader, optimizer)
+    _check_devices(cfg)
     precision = getattr(torch, amp.get("precision", "float16"))
-    return AMPTrainer(model, train_loader, optimizer, precision=precision)
+    return _AMPTrainer(model, train_loader, optimizer, precision=precision)
 
 
 def do_train(cfg, resume: bool = False) -> None:
@@ -174,8 +304,6 @@ def main(args):
     cfg = setup(args)
     if not args.eval_only:
         return do_train(cfg, resume=args.resume)
-    if not cfg.train.init_checkpoint:
-        raise ValueError("--eval-only needs the weights to evaluate: train.init_checkpoint=FILE")
     model = build_model(cfg)
     model = _ddp(model, cfg)
     DenseCLIPCheckpointer(model, cfg.train.output_dir).load(cfg.train.init_checkpoint)

@@ -1,16 +1,17 @@
 """detectron2's ``DefaultPredictor`` for LazyConfig models, plus open-vocabulary score maps.
 
 >>> predictor = Predictor("configs/Synthetic/denseclip_fpn_tiny.py", "output/demo/model_final.pth")
->>> outputs = predictor(cv2.imread("image.jpg"))                     # {"sem_seg": K×H×W} (or
-...                                                                   #  {"instances": ...})
->>> maps = predictor.score_maps(cv2.imread("image.jpg"), ["red circle", "sky"])   # 2×H×W
+>>> image = denseclip.data.read_image("image.jpg", "BGR")  # upright, 8 bits, errors name the file
+>>> outputs = predictor(image)             # {"sem_seg": K×H×W} (or {"instances": ...})
+>>> maps = predictor.score_maps(image, ["red circle", "sky"])   # 2×H×W
 """
 
 import argparse
 import copy
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Union
+import threading
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,14 +21,22 @@ from torch.nn import functional as F
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import Metadata, MetadataCatalog
 from detectron2.data import transforms as T
+from detectron2.utils.logger import setup_logger
 
 from .backbone import DenseCLIPBackbone
 from .checkpoint import DenseCLIPCheckpointer
 from .config import dataset_class_names, default_device, set_class_names
 from .data import parse_dataset_arg, register_folder_dataset
 from .fuse import fold_batch_norms
+from .overrides import apply_overrides
 
-__all__ = ["Predictor", "add_config_arguments", "load_config"]
+__all__ = [
+    "ImagePipeline",
+    "Predictor",
+    "add_config_arguments",
+    "load_config",
+    "parse_config_arguments",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +46,12 @@ _FORMATS = ("BGR", "RGB")
 def load_config(
     config_file: str, opts: Sequence[str] = (), datasets: Sequence[str] = ()
 ) -> DictConfig:
-    """A LazyConfig with ``key=value`` overrides, after registering ``NAME=ROOT`` dataset
-    folders (``--dataset`` of train_net.py), for command-line tools."""
+    """A LazyConfig with checked ``key=value`` overrides (:mod:`denseclip.overrides`: an unknown
+    key or a value of the wrong type stops with the key named), after registering ``NAME=ROOT``
+    dataset folders (``--dataset`` of train_net.py), for command-line tools."""
     for spec in datasets:
         register_folder_dataset(*parse_dataset_arg(spec))
-    return LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    return apply_overrides(LazyConfig.load(config_file), list(opts))
 
 
 def add_config_arguments(parser, dataset_help: str) -> None:
@@ -55,13 +65,92 @@ def add_config_arguments(parser, dataset_help: str) -> None:
     )
 
 
+def parse_config_arguments(
+    parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], dataset_help: str
+) -> Tuple[argparse.Namespace, DictConfig]:
+    """Adds :func:`add_config_arguments` to a tool's parser (which has ``--config-file``),
+    parses ``argv``, sets up detectron2's loggers and loads the config: (args, config)."""
+    add_config_arguments(parser, dataset_help)
+    args = parser.parse_args(argv)
+    setup_logger(name="fvcore")
+    setup_logger()
+    return args, load_config(args.config_file, args.opts, args.dataset)
+
+
 def _first_name(names) -> Optional[str]:
     if not names:
         return None
     return names if isinstance(names, str) else names[0]
 
 
-class Predictor:
+class ImagePipeline:
+    """What every predictor does around its model: the config (class prompts from the test
+    dataset's metadata, as ``train_net.py --eval-only`` has them), the images' channel order,
+    the config's test-time augmentations (:meth:`_inputs`) and the class metadata.
+
+    Args:
+        cfg: a LazyConfig file path, or a loaded config (copied, never modified).
+        input_format: channel order of the images given to the predictor, "BGR" (OpenCV,
+            detectron2's default) or "RGB".
+        overrides: ``key=value`` config overrides, checked like train_net.py's
+            (:func:`denseclip.overrides.apply_overrides`), applied to the (copied) config.
+
+    Attributes:
+        cfg: the config with the overrides and the test dataset's class names. input_format.
+    """
+
+    def __init__(
+        self,
+        cfg: Union[str, os.PathLike, DictConfig],
+        input_format: str = "BGR",
+        overrides: Sequence[str] = (),
+    ):
+        if input_format not in _FORMATS:
+            raise ValueError(f"input_format: expected one of {_FORMATS}, got {input_format!r}")
+        if isinstance(cfg, (str, os.PathLike)):
+            cfg = LazyConfig.load(os.fspath(cfg))
+        else:
+            cfg = copy.deepcopy(cfg)
+        apply_overrides(cfg, overrides)
+        self._test_names = OmegaConf.select(cfg, "dataloader.test.dataset.names")
+        class_names = dataset_class_names(self._test_names) if self._test_names else None
+        if class_names is not None:
+            set_class_names(cfg.model, class_names)
+        self.cfg = cfg
+        self.input_format = input_format
+        mapper = OmegaConf.select(cfg, "dataloader.test.mapper") or {}
+        self._model_format = mapper.get("image_format", "BGR")
+        self._augmentations = T.AugmentationList(instantiate(mapper.get("augmentations", [])))
+
+    def _find_metadata(self, class_names: Sequence[str]) -> Metadata:
+        """The test dataset's metadata when it names classes, else ``class_names`` as
+        ``stuff_classes`` and ``thing_classes``."""
+        dataset_name = _first_name(self._test_names)
+        if dataset_name is not None:
+            metadata = MetadataCatalog.get(dataset_name)
+            if metadata.get("stuff_classes") or metadata.get("thing_classes"):
+                return metadata
+        names = list(class_names)
+        return Metadata(name="denseclip_predictor", stuff_classes=names, thing_classes=names)
+
+    def _inputs(self, image: np.ndarray) -> Dict:
+        """H×W×3 image in ``input_format`` → the model's input dict (resized CHW float tensor,
+        ``height`` and ``width`` of the original)."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            found = getattr(image, "shape", type(image).__name__)
+            raise ValueError(
+                f"image: expected an H×W×3 numpy array in {self.input_format} order, got {found}"
+            )
+        if self.input_format != self._model_format:
+            image = image[:, :, ::-1]
+        height, width = image.shape[:2]
+        resized = T.AugInput(np.ascontiguousarray(image))
+        self._augmentations(resized)
+        tensor = torch.as_tensor(resized.image.astype("float32").transpose(2, 0, 1))
+        return {"image": tensor, "height": height, "width": width}
+
+
+class Predictor(ImagePipeline):
     """Loads a LazyConfig model and its weights once, then predicts one image per call.
 
     Like detectron2's ``DefaultPredictor``: the image is converted to the model's channel
@@ -82,6 +171,13 @@ class Predictor:
         fold_bn: fold BatchNorms into the convolutions before them (:mod:`denseclip.fuse`),
             which makes inference faster; outputs equal the unfolded model's up to float
             rounding.
+        overrides: ``key=value`` config overrides, checked like train_net.py's
+            (:func:`denseclip.overrides.apply_overrides`), applied to the (copied) config.
+
+    Threads: one Predictor may be shared by several threads, but it runs one call at a time (a
+    lock around the model): the model holds state that calls mutate (the cached class
+    embeddings, the pyramid's side outputs). For parallel inference, give each thread its own
+    Predictor.
 
     Attributes:
         model: the eval-mode model. metadata: the test dataset's metadata, or the model's class
@@ -96,19 +192,10 @@ class Predictor:
         input_format: str = "BGR",
         device: Optional[str] = None,
         fold_bn: bool = True,
+        overrides: Sequence[str] = (),
     ):
-        if input_format not in _FORMATS:
-            raise ValueError(f"input_format: expected one of {_FORMATS}, got {input_format!r}")
-        if isinstance(cfg, (str, os.PathLike)):
-            cfg = LazyConfig.load(os.fspath(cfg))
-        else:
-            cfg = copy.deepcopy(cfg)
-        test_names = OmegaConf.select(cfg, "dataloader.test.dataset.names")
-        class_names = dataset_class_names(test_names) if test_names else None
-        if class_names is not None:
-            set_class_names(cfg.model, class_names)
-        self.cfg = cfg
-        self.input_format = input_format
+        super().__init__(cfg, input_format, overrides)
+        cfg = self.cfg
         self.device = device or OmegaConf.select(cfg, "train.device") or default_device()
 
         self.model = instantiate(cfg.model).to(self.device).eval()
@@ -120,10 +207,9 @@ class Predictor:
         self._backbone = next(
             (m for m in self.model.modules() if isinstance(m, DenseCLIPBackbone)), None
         )
-        mapper = OmegaConf.select(cfg, "dataloader.test.mapper") or {}
-        self._model_format = mapper.get("image_format", "BGR")
-        self._augmentations = T.AugmentationList(instantiate(mapper.get("augmentations", [])))
-        self.metadata = self._find_metadata(_first_name(test_names))
+        names = list(self._backbone.prompts.class_names) if self._backbone is not None else []
+        self.metadata = self._find_metadata(names)
+        self._lock = threading.Lock()
 
     def _load_weights(self, weights: Optional[str]) -> None:
         if not weights:
@@ -136,35 +222,18 @@ class Predictor:
             raise FileNotFoundError(f"weights: no checkpoint file at {weights!r}")
         DenseCLIPCheckpointer(self.model).load(weights)
 
-    def _find_metadata(self, dataset_name: Optional[str]) -> Metadata:
-        if dataset_name is not None:
-            metadata = MetadataCatalog.get(dataset_name)
-            if metadata.get("stuff_classes") or metadata.get("thing_classes"):
-                return metadata
-        names = list(self._backbone.prompts.class_names) if self._backbone is not None else []
-        return Metadata(name="denseclip_predictor", stuff_classes=names, thing_classes=names)
-
-    def _inputs(self, image: np.ndarray) -> Dict:
-        """H×W×3 image in ``input_format`` → the model's input dict (resized CHW float tensor,
-        ``height`` and ``width`` of the original)."""
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-            found = getattr(image, "shape", type(image).__name__)
-            raise ValueError(
-                f"image: expected an H×W×3 numpy array in {self.input_format} order, got {found}"
-            )
-        if self.input_format != self._model_format:
-            image = image[:, :, ::-1]
-        height, width = image.shape[:2]
-        resized = T.AugInput(np.ascontiguousarray(image))
-        self._augmentations(resized)
-        tensor = torch.as_tensor(resized.image.astype("float32").transpose(2, 0, 1))
-        return {"image": tensor, "height": height, "width": width}
-
     def __call__(self, image: np.ndarray) -> Dict:
         """image: H×W×3 (``input_format``) → the model's outputs for it, e.g. ``{"sem_seg":
         K×H×W logits}`` or ``{"instances": Instances}`` at the image's resolution."""
-        with torch.no_grad():
-            return self.model([self._inputs(image)])[0]
+        inputs = self._inputs(image)
+        with self._lock, torch.no_grad():
+            return self.model([inputs])[0]
+
+    @property
+    def has_score_maps(self) -> bool:
+        """Whether the model can give :meth:`score_maps`: a DenseCLIP model (image and text
+        encoders); a CLIP baseline has no text side."""
+        return self._backbone is not None
 
     @property
     def class_prompts(self) -> List[str]:
@@ -197,7 +266,7 @@ class Predictor:
         backbone = self._require_backbone()
         texts = [texts] if isinstance(texts, str) else list(texts)
         inputs = self._inputs(image)
-        with torch.no_grad():
+        with self._lock, torch.no_grad():
             images = self.model.preprocess_image([inputs])
             scores = backbone.text_score_maps(images.tensor, texts)
             scores = F.interpolate(

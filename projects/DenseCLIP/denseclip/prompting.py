@@ -4,7 +4,7 @@ Module and parameter names follow the official implementation (``contexts``, ``g
 ``context_decoder.memory_proj`` ...), so official checkpoints map onto them by prefix.
 """
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -162,10 +162,14 @@ class ClassTextPrompts(nn.Module):
     names come from the config or the dataset, not the checkpoint) and the N learnable contexts.
     In eval mode the K×C output depends only on parameters; it is cached and recomputed whenever
     a parameter it depends on changes in place (optimizer step, ``load_state_dict``), is
-    replaced or moved (``.to(device/dtype)``), the autocast or inference-mode state differs
-    from the one it was computed in, or the module switches mode, so it is never stale. (Writes
-    through ``param.data`` bypass autograd's version counters and are not seen: change
-    parameters under ``torch.no_grad()`` instead.)
+    replaced or moved (``.to(device/dtype)``), the inference-mode state differs from the one it
+    was computed in, or the module switches mode, so it is never stale. (Writes through
+    ``param.data`` bypass autograd's version counters and are not seen: change parameters under
+    ``torch.no_grad()`` instead.) The cache and :meth:`encode` are computed with autocast off,
+    in the parameters' dtype: once per weights, full precision costs nothing at inference, and
+    mixed-precision predictions agree better with float32 ones. Training runs the text encoder
+    under the caller's autocast. The cache is read and written as one attribute, so that
+    concurrent callers never pair one state's key with another's embeddings.
 
     Deployment: :meth:`deploy` replaces the text encoder and the contexts by their output, the
     1×K×C buffer ``deployed_embeddings``; a state dict holding that key (written by
@@ -203,8 +207,7 @@ class ClassTextPrompts(nn.Module):
         width = text_encoder.token_embedding.embedding_dim
         self.contexts = nn.Parameter(torch.empty(1, num_contexts, width))
         nn.init.trunc_normal_(self.contexts)
-        self._cache: Optional[torch.Tensor] = None
-        self._cache_key: Optional[tuple] = None
+        self._cached: Optional[Tuple[tuple, torch.Tensor]] = None  # (state key, embeddings)
 
     @property
     def num_classes(self) -> int:
@@ -217,13 +220,12 @@ class ClassTextPrompts(nn.Module):
 
     def _state_key(self) -> tuple:
         params = (self.contexts, *self.text_encoder.parameters())
-        device = self.contexts.device.type
-        modes = (
-            torch.is_autocast_enabled(device),
-            torch.get_autocast_dtype(device),
-            torch.is_inference_mode_enabled(),
-        )
-        return modes + tuple((id(p), p._version, p.data_ptr(), p.device, p.dtype) for p in params)
+        mode = (torch.is_inference_mode_enabled(),)
+        return mode + tuple((id(p), p._version, p.data_ptr(), p.device, p.dtype) for p in params)
+
+    def _without_autocast(self):
+        """Autocast off: text embeddings in the parameters' dtype whatever the caller's."""
+        return torch.autocast(self.contexts.device.type, enabled=False)
 
     def forward(self) -> torch.Tensor:
         """→ 1×K×C text embeddings of the class prompts."""
@@ -236,18 +238,18 @@ class ClassTextPrompts(nn.Module):
                 )
             return self.deployed_embeddings
         if self.training:
-            self._cache = None
+            self._cached = None
             return self.text_encoder(self.class_tokens, self.contexts)
-        key = self._state_key()
-        if self._cache is None or key != self._cache_key:
-            with torch.no_grad():
-                self._cache = self.text_encoder(self.class_tokens, self.contexts)
-            self._cache_key = key
-        return self._cache
+        key, cached = self._state_key(), self._cached
+        if cached is None or cached[0] != key:
+            with torch.no_grad(), self._without_autocast():
+                cached = (key, self.text_encoder(self.class_tokens, self.contexts))
+            self._cached = cached
+        return cached[1]
 
     def train(self, mode: bool = True):
         if mode != self.training:
-            self._cache = None
+            self._cached = None
         return super().train(mode)
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
@@ -267,21 +269,22 @@ class ClassTextPrompts(nn.Module):
             )
         length = self.class_tokens.shape[1]
         tokens = tokenize_class_names(texts, length).to(self.class_tokens.device)
-        return self.text_encoder(tokens, self.contexts)
+        with self._without_autocast():
+            return self.text_encoder(tokens, self.contexts)
 
     def deploy(self) -> None:
         """Replaces the text encoder and the contexts by their output, kept as the 1×K×C buffer
         ``deployed_embeddings``: the state dict then holds no text-encoder weights."""
         if self.deployed:
             return
-        with torch.no_grad():
+        with torch.no_grad(), self._without_autocast():
             embeddings = self.text_encoder(self.class_tokens, self.contexts)
         self._become_deployed(embeddings)
 
     def _become_deployed(self, embeddings: torch.Tensor) -> None:
         self.text_encoder = None
         self.contexts = None
-        self._cache = None
+        self._cached = None
         self.register_buffer("deployed_embeddings", embeddings)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

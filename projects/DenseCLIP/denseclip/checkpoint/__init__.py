@@ -1,7 +1,14 @@
 """Checkpoint loading and conversion (OpenAI CLIP files and official DenseCLIP releases → our
 models)."""
 
-from .checkpointer import DenseCLIPCheckpointer, adapt_positional_embeddings
+from .atomic import AtomicWritePathManager, AtomicWriter
+from .checkpointer import (
+    CheckpointReadError,
+    DenseCLIPCheckpointer,
+    NonFiniteWeightsError,
+    adapt_positional_embeddings,
+    non_finite_tensors,
+)
 from .clip import (
     IMAGE_ENCODER_PREFIX,
     TEXT_ENCODER_PREFIX,
@@ -30,8 +37,13 @@ from .official import (
 )
 
 __all__ = [
+    "AtomicWritePathManager",
+    "AtomicWriter",
+    "CheckpointReadError",
     "DenseCLIPCheckpointer",
+    "NonFiniteWeightsError",
     "adapt_positional_embeddings",
+    "non_finite_tensors",
     "IMAGE_ENCODER_PREFIX",
     "TEXT_ENCODER_PREFIX",
     "ConversionReport",

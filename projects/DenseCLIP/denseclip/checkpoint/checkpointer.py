@@ -1,15 +1,26 @@
-"""Detectron2 checkpointer that adapts CLIP positional embeddings to the model."""
+"""Detectron2 checkpointer that adapts CLIP positional embeddings to the model, writes
+checkpoints atomically and never writes non-finite weights."""
 
+import errno
 import logging
 import math
-from typing import Dict
+import pickle
+from typing import Dict, List
 
 import torch
 from torch.nn import functional as F
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["DenseCLIPCheckpointer", "adapt_positional_embeddings"]
+from .atomic import AtomicWritePathManager
+
+__all__ = [
+    "CheckpointReadError",
+    "DenseCLIPCheckpointer",
+    "NonFiniteWeightsError",
+    "adapt_positional_embeddings",
+    "non_finite_tensors",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +67,75 @@ def adapt_positional_embeddings(
     return adapted
 
 
+class NonFiniteWeightsError(FloatingPointError):
+    """The model holds NaN or infinite weights: they are not saved."""
+
+
+class CheckpointReadError(OSError):
+    """A checkpoint file that cannot be loaded (truncated, not a checkpoint)."""
+
+
+def non_finite_tensors(state_dict: Dict[str, torch.Tensor]) -> List[str]:
+    """Names of the floating-point tensors of ``state_dict`` with a NaN or infinite value."""
+    return [
+        name
+        for name, value in state_dict.items()
+        if isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]
+
+
 class DenseCLIPCheckpointer(DetectionCheckpointer):
-    """:class:`DetectionCheckpointer` that adapts positional embeddings before loading."""
+    """:class:`DetectionCheckpointer` that adapts positional embeddings before loading, and for
+    saving:
+
+    - writes each checkpoint and the ``last_checkpoint`` tag atomically
+      (:mod:`denseclip.checkpoint.atomic`): a run killed at any moment, or a full disk, leaves the
+      previous checkpoint and the tag naming it intact, so ``--resume`` starts from the last
+      complete checkpoint;
+    - refuses to save a model with NaN or infinite weights (:class:`NonFiniteWeightsError`,
+      naming them), so a diverged run never overwrites good checkpoints with bad ones.
+
+    A checkpoint that cannot be loaded raises :class:`CheckpointReadError` naming the file.
+    """
+
+    def __init__(self, model, save_dir: str = "", **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.path_manager = AtomicWritePathManager(self.path_manager)
+
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        bad = non_finite_tensors(self.model.state_dict())
+        if bad:
+            shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+            raise NonFiniteWeightsError(
+                f"not saving checkpoint {name}: the model has NaN or infinite values in "
+                f"{len(bad)} tensors ({shown}); training diverged. The checkpoints already in "
+                f"{self.save_dir} are intact: lower the learning rate and --resume from the last "
+                "one."
+            )
+        try:
+            super().save(name, **kwargs)
+        except OSError as error:
+            last = (
+                f"the last complete checkpoint is still {self.get_checkpoint_file()}"
+                if self.has_checkpoint()
+                else "there is no earlier checkpoint"
+            )
+            advice = "; free disk space and --resume" if error.errno == errno.ENOSPC else ""
+            raise type(error)(
+                error.errno, f"checkpoint {name} was not saved ({error.strerror}); {last}{advice}"
+            ) from error
+
+    def _load_file(self, filename: str):
+        try:
+            return super()._load_file(filename)
+        except (RuntimeError, EOFError, pickle.UnpicklingError, OSError) as error:
+            raise CheckpointReadError(
+                f"cannot load checkpoint {filename} (truncated, or not a checkpoint?): {error}"
+            ) from error
 
     def _load_model(self, checkpoint):
         checkpoint["model"] = adapt_positional_embeddings(

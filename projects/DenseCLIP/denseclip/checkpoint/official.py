@@ -57,12 +57,19 @@ are detectron2's weights (10, 10, 5, 5), as RetinaNet's stds 1 (and the RPN's) a
 """
 
 import dataclasses
+import pickle
 import re
 from collections import Counter
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
+
+try:  # numpy >= 2 (numpy 1.26 has the alias too)
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # pragma: no cover - older numpy
+    from numpy.core import multiarray as _multiarray
 
 from ..prompting import ClassTextPrompts
 
@@ -77,6 +84,7 @@ __all__ = [
     "MASK_RCNN_RULES",
     "RULE_TABLES",
     "OfficialConversion",
+    "MMCV_CHECKPOINT_GLOBALS",
     "load_official_checkpoint",
     "find_rule_table",
     "convert_official_state_dict",
@@ -349,13 +357,52 @@ class OfficialConversion:
         return f"{self.table.name}: {len(self.names)} tensors ({counts}){changed}"
 
 
+# the dtype classes of numeric and boolean numpy values (numpy >= 1.25 has one class per dtype)
+_NUMERIC_DTYPE_CLASSES = {
+    type(np.dtype(code)) for code in np.typecodes["AllInteger"] + np.typecodes["AllFloat"] + "?"
+}
+
+#: What an mmcv 1.3.17 ``save_checkpoint`` file holds beyond tensors and Python containers
+#: (which ``weights_only`` loading accepts by itself): numeric numpy scalars and arrays, e.g. an
+#: evaluation hook's ``meta['hook_msgs']['best_score']``. Each entry is (the object, the name the
+#: pickle stores); numpy 1.x writes ``numpy.core.multiarray.*``, numpy 2 ``numpy._core...``.
+MMCV_CHECKPOINT_GLOBALS: Tuple[Tuple[Callable, str], ...] = (
+    tuple(
+        (obj, f"numpy.{core}.multiarray.{name}")
+        for core in ("core", "_core")
+        for obj, name in (
+            (_multiarray.scalar, "scalar"),
+            (_multiarray._reconstruct, "_reconstruct"),
+        )
+    )
+    + ((np.dtype, "numpy.dtype"), (np.ndarray, "numpy.ndarray"))
+    + tuple((cls, f"{cls.__module__}.{cls.__qualname__}") for cls in _NUMERIC_DTYPE_CLASSES)
+)
+
+
 def load_official_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """Reads an official release file: an mmcv checkpoint ``{'meta': ..., 'state_dict': ...}``.
+    """Reads an official release file: an mmcv checkpoint ``{'meta': ..., 'state_dict': ...}``
+    (and possibly ``'optimizer'``), as mmcv 1.3.17's ``save_checkpoint`` writes it.
+
+    Loading stays ``weights_only``: tensors, Python containers and scalars, and the numpy
+    objects of :data:`MMCV_CHECKPOINT_GLOBALS`; nothing else is unpickled.
 
     Returns:
         (state dict, meta); meta is ``{}`` when the file has none.
+    Raises:
+        OfficialCheckpointError: the file needs another type (named), or is not an mmcv
+            checkpoint.
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals(list(MMCV_CHECKPOINT_GLOBALS)):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise OfficialCheckpointError(
+            f"{path}: refused to load: it needs {_unsafe_globals(path, error)}, which an official "
+            "DenseCLIP checkpoint (mmcv 1.3.17) does not contain; only tensors, Python containers "
+            "and numpy scalars/arrays are unpickled (weights_only). If you trust the file, load it "
+            "yourself and save {'meta': ..., 'state_dict': ...} with plain values"
+        ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         found = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint)
         raise OfficialCheckpointError(
@@ -363,6 +410,22 @@ def load_official_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
             f"as the official DenseCLIP releases are; found {found}"
         )
     return checkpoint["state_dict"], checkpoint.get("meta") or {}
+
+
+# how torch's weights_only unpickler names what it refused (a global; a type it would build)
+_REFUSED_PATTERNS = (r"GLOBAL (\S+) was not an allowed global", r"but got <class '([^']+)'>")
+
+
+def _unsafe_globals(path: str, error: Exception) -> str:
+    """The types ``path`` needs outside the allowlist, named (from the file's pickle, else from
+    torch's message)."""
+    allowed = {name for _, name in MMCV_CHECKPOINT_GLOBALS}
+    try:
+        names = set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - allowed
+    except Exception:  # a legacy (non-zip) file: only torch's message tells
+        names = set()
+    names |= {m for p in _REFUSED_PATTERNS for m in re.findall(p, str(error))}
+    return ", ".join(sorted(names)) or f"an object torch refused ({str(error).splitlines()[0]})"
 
 
 def find_rule_table(

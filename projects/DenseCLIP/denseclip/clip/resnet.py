@@ -3,6 +3,7 @@
 Parameter names are OpenAI CLIP's ``visual.*`` names without the prefix.
 """
 
+import logging
 from collections import OrderedDict
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -11,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 STAGES = ("res2", "res3", "res4", "res5")
+
+logger = logging.getLogger(__name__)
 
 
 class Bottleneck(nn.Module):
@@ -64,7 +67,15 @@ class AttentionPool2d(nn.Module):
     ``spacial_dim``² grid and fitted to the actual h×w at every forward: bilinearly
     (``pos_embed_resize="bilinear"``, align_corners=False, the official segmentation code) or by
     taking its top-left h×w corner (``"crop"``, the official detection code). The class row is
-    kept as is. Attention is written with einsum so that FLOP counters see its matmuls.
+    kept as is. A map larger than the stored grid (in either dimension), which the official
+    detection code rejects, gets the bilinear fit in crop mode too, with a warning logged once
+    per module: a detector then also runs on images larger than its ``input_resolution``.
+
+    Attention is written with einsum so that FLOP counters see its matmuls. Its B×heads×L×L
+    weights grow with the square of the map's area, so queries are processed in chunks whose
+    weights hold at most :attr:`max_attention_elements` elements; below that bound (every
+    training and test size of the paper) the whole map is one chunk, and chunked outputs equal
+    unchunked ones up to float rounding.
 
     Args:
         spacial_dim: side of the stored positional-embedding grid (input_resolution // 32).
@@ -73,6 +84,12 @@ class AttentionPool2d(nn.Module):
         output_dim: output channels (``c_proj``); defaults to embed_dim.
         pos_embed_resize: "bilinear" or "crop".
     """
+
+    #: Most attention-weight elements (batch × heads × queries × tokens) computed at once: 2**27,
+    #: 512 MiB in float32. Training and evaluation at the paper's sizes take one chunk (RN50:
+    #: 32 × 1051² = 35 M an image at 1333×800, 2.1 M a 512² window); an RN50 pool on a 4000×3000
+    #: image in whole mode takes 33 chunks instead of 17.7 G elements (66 GiB) at once.
+    max_attention_elements = 2**27
 
     def __init__(
         self,
@@ -100,23 +117,40 @@ class AttentionPool2d(nn.Module):
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
         self.pos_embed_resize = pos_embed_resize
+        self._warned_larger_map = False
 
     def fitted_positional_embedding(self, height: int, width: int) -> torch.Tensor:
         """The stored (s²+1)×C embedding fitted to an h×w map → (h·w+1)×C (row-major)."""
         cls_pos, grid = self.positional_embedding[:1], self.positional_embedding[1:]
         side = self.spacial_dim
         grid = grid.reshape(side, side, -1)
-        if self.pos_embed_resize == "crop":
-            if height > side or width > side:
-                raise ValueError(
-                    f"cannot crop the {side}×{side} positional embedding to {height}×{width}; "
-                    f"raise input_resolution to at least {32 * max(height, width)}"
-                )
+        if self.pos_embed_resize == "crop" and height <= side and width <= side:
             grid = grid[:height, :width]
         else:
+            if self.pos_embed_resize == "crop":
+                self._warn_larger_map(height, width)
             grid = F.interpolate(grid.permute(2, 0, 1)[None], size=(height, width), mode="bilinear")
             grid = grid[0].permute(1, 2, 0)
         return torch.cat([cls_pos, grid.reshape(height * width, -1)])
+
+    def _warn_larger_map(self, height: int, width: int) -> None:
+        if self._warned_larger_map:
+            return
+        self._warned_larger_map = True
+        side = self.spacial_dim
+        logger.warning(
+            f"AttentionPool2d: a {height}×{width} feature map is larger than the {side}×{side} "
+            "grid of the positional embedding, which crop mode (the official detection code) "
+            "cannot crop: it is resized bilinearly instead, as in segmentation, for this and "
+            "every larger map. To crop on such images, raise the image encoder's "
+            f"input_resolution to {max(height, width)} × the feature stride or more (and "
+            "fine-tune). This warning is logged once per module."
+        )
+
+    def _attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q: B×Q×heads×d (scaled), k, v: B×L×heads×d → B×Q×(heads·d)."""
+        weights = torch.einsum("blhd,bmhd->bhlm", q, k).softmax(dim=-1)
+        return torch.einsum("bhlm,bmhd->blhd", weights, v).flatten(2)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """x: B×C×h×w → (global B×output_dim, dense B×output_dim×h×w)."""
@@ -129,8 +163,15 @@ class AttentionPool2d(nn.Module):
             proj(tokens).unflatten(-1, (self.num_heads, self.head_dim))  # B×L×heads×d
             for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
-        weights = torch.einsum("blhd,bmhd->bhlm", q * self.head_dim**-0.5, k).softmax(dim=-1)
-        out = self.c_proj(torch.einsum("bhlm,bmhd->blhd", weights, v).flatten(2))  # B×L×out
+        q = q * self.head_dim**-0.5
+        length = q.shape[1]
+        chunk = max(1, self.max_attention_elements // (batch * self.num_heads * length))
+        if chunk >= length:
+            attended = self._attention(q, k, v)
+        else:
+            chunks = [self._attention(q[:, i : i + chunk], k, v) for i in range(0, length, chunk)]
+            attended = torch.cat(chunks, dim=1)
+        out = self.c_proj(attended)  # B×L×out
         dense = out[:, 1:].transpose(1, 2).reshape(batch, -1, height, width)
         return out[:, 0], dense
 
@@ -151,7 +192,8 @@ class CLIPResNet(nn.Module):
             ((input_resolution // 32)² + 1 rows).
         with_attention_pool: build ``attnpool`` and return the embeddings.
         pos_embed_resize: how the attention pool fits its positional embedding to the feature
-            map: "bilinear" (official segmentation) or "crop" (official detection).
+            map: "bilinear" (official segmentation) or "crop" (official detection; bilinear, with
+            a warning, for maps larger than the stored grid).
 
     Attributes: ``stage_channels`` and ``stage_strides`` ({"res2".."res5": ...}), ``embed_dim``
     (output_dim, or None without the pool), ``dense_embedding_stride`` (32).

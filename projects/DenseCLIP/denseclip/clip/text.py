@@ -107,11 +107,32 @@ class CLIPTextEncoder(nn.Module):
         return self._encode(self.token_embedding(tokens), tokens.argmax(dim=-1))
 
 
+#: Words whose BPE encoding the tokenizer remembers (least recently used ones are forgotten).
+BPE_CACHE_SIZE = 8192
+
+
+class _NoNewEntries(dict):
+    """A dict that ignores assignments: it keeps the entries it was built with."""
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+
 @lru_cache(maxsize=1)
 def _tokenizer():
+    """OpenAI CLIP's BPE tokenizer, with a bounded, thread-safe word cache.
+
+    ``SimpleTokenizer`` remembers the encoding of every word it has seen in a plain dict, which
+    free-text prompts in a long-running process grow without bound: its dict keeps only the two
+    special tokens it starts with, and an LRU cache of :data:`BPE_CACHE_SIZE` words wraps
+    ``bpe`` instead.
+    """
     from clip.simple_tokenizer import SimpleTokenizer
 
-    return SimpleTokenizer()
+    tokenizer = SimpleTokenizer()
+    tokenizer.cache = _NoNewEntries(tokenizer.cache)
+    tokenizer.bpe = lru_cache(maxsize=BPE_CACHE_SIZE)(tokenizer.bpe)
+    return tokenizer
 
 
 def tokenize_class_names(names: Sequence[str], length: int = 5) -> torch.Tensor:

@@ -30,6 +30,24 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+def _traceable_attention(
+    attn: nn.MultiheadAttention, x: torch.Tensor, mask: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """``attn(x, x, x, attn_mask=mask)[0]`` (no dropout) written out with einsums, for export:
+    traced, ``nn.MultiheadAttention`` records its sequence length and batch size as constants.
+    The same computation up to float rounding.
+
+    x: L×N×D, mask: additive L×L or None → L×N×D.
+    """
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.unflatten(-1, (3, attn.num_heads, attn.head_dim)).unbind(2)  # L×N×H×d each
+    weights = torch.einsum("lnhd,mnhd->nhlm", q * attn.head_dim**-0.5, k)
+    if mask is not None:
+        weights = weights + mask
+    out = torch.einsum("nhlm,mnhd->lnhd", weights.softmax(dim=-1), v).flatten(2)
+    return attn.out_proj(out)
+
+
 class ResidualAttentionBlock(nn.Module):
     """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
 
@@ -43,6 +61,10 @@ class ResidualAttentionBlock(nn.Module):
             DenseCLIP code, the drop mask is drawn along dim 0 of the L×N×D tensor, that is per
             token position (shared by the batch), not per sample.
     """
+
+    #: Compute attention with :func:`_traceable_attention` (set on the copy that
+    #: :func:`denseclip.export.graph_model` traces).
+    traceable_attention = False
 
     def __init__(
         self,
@@ -73,6 +95,8 @@ class ResidualAttentionBlock(nn.Module):
         if mask is not None:
             length = x.shape[0]
             mask = mask[:length, :length].to(x.dtype)
+        if self.traceable_attention:
+            return _traceable_attention(self.attn, x, mask)
         return self.attn(x, x, x, need_weights=False, attn_mask=mask)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

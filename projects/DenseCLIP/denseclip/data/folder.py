@@ -13,9 +13,13 @@ Detection layout (COCO instances; boxes, optionally polygon or RLE masks)::
 
 ``register_folder_dataset(name, root)`` registers ``{name}_train`` and ``{name}_val``. Folder
 structure is checked eagerly, at registration (listing folders is cheap); segmentation label
-values are checked when the dataset dicts are first loaded (``DatasetCatalog.get``), so a bad file
-is reported before training starts. COCO files are read and checked at registration (their
-categories are the class names the model is built with). Every problem raises
+values and image headers (size, EXIF orientation) are checked when the dataset dicts are first
+loaded (``DatasetCatalog.get``), so a bad file is reported before training starts. Image bodies
+are decoded only when training reads them (decoding every image up front would cost as much as
+an epoch of reading): a truncated image stops training at its first read, named
+(:class:`~denseclip.data.DenseCLIPDatasetMapper`). COCO files are read and checked at
+registration (their categories are the class names the model is built with); their images are
+checked to exist, not opened (the JSON gives their sizes). Every problem raises
 :class:`DatasetFormatError` naming the path, what was expected and what was found.
 
 Extension point: a new layout is recognised in :func:`detect_layout` and registered by a
@@ -33,7 +37,8 @@ import cv2
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
-from PIL import Image
+
+from .image_io import ImageReadError, image_size
 
 __all__ = [
     "DatasetFormatError",
@@ -214,12 +219,14 @@ def _read_checked_label(label_path: str, image_path: str, num_classes: int) -> T
             f"label {label_path}: expected class ids 0..{num_classes - 1} (K={num_classes}) or "
             f"{IGNORE_LABEL} (ignore), found value {int(bad[0])} (all bad values: {bad.tolist()})"
         )
-    with Image.open(image_path) as image:
-        width, height = image.size
+    try:
+        height, width = image_size(image_path)
+    except ImageReadError as error:
+        raise DatasetFormatError(f"image {image_path}: expected an image file, {error}") from None
     if label.shape != (height, width):
         raise DatasetFormatError(
-            f"label {label_path}: expected the size of image {image_path} ({height}x{width}), "
-            f"found {label.shape[0]}x{label.shape[1]}"
+            f"label {label_path}: expected the size of image {image_path} as displayed "
+            f"({height}x{width}, EXIF orientation applied), found {label.shape[0]}x{label.shape[1]}"
         )
     return height, width
 

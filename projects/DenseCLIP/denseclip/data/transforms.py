@@ -3,13 +3,22 @@
 mmseg's ADE20K training pipeline (after loading, with ``reduce_zero_label``)::
 
     Resize(img_scale=(2048, 512), ratio_range=(0.5, 2.0))   → RandomRatioResize
-    RandomCrop(crop_size=(512, 512), cat_max_ratio=0.75)    → RandomCrop_CategoryAreaConstraint
-    RandomFlip(prob=0.5)                                    → RandomFlip
+    RandomCrop(crop_size=(512, 512), cat_max_ratio=0.75)    → RandomCropCatMaxRatio
+    RandomFlip(prob=0.5)                                    → detectron2's RandomFlip
     PhotoMetricDistortion()                                 → PhotoMetricDistortion
     Normalize, Pad(size=(512, 512), seg_pad_val=255)        → the model (normalisation, padding)
 
-Its test pipeline, and mmdet's COCO pipelines (``img_scale=(1333, 800)``), resize with
-``Resize(img_scale=scale, keep_ratio=True)``: :class:`KeepRatioResize`.
+mmdet's COCO training pipeline::
+
+    Resize(img_scale=(1333, 800), keep_ratio=True)          → KeepRatioResize
+    RandomFlip(flip_ratio=0.5)                              → detectron2's RandomFlip
+    Normalize, Pad(size_divisor=32)                         → the model
+
+Both test pipelines resize with ``Resize(img_scale=scale, keep_ratio=True)``
+(:class:`KeepRatioResize`). The augmentations draw from numpy's global RNG in the order and
+with the calls mmseg / mmdet use (detectron2's ``RandomFlip`` draws one uniform number, as
+mmseg's ``np.random.rand()`` and mmdet's ``np.random.choice`` do), so that one RNG state gives
+the official pipeline's output.
 
 Both resizes are mmcv's ``imrescale``: the output size is rounded as ``int(x·factor + 0.5)``
 and, with ``backend="opencv"`` (the official pipelines), images are resized by OpenCV's bilinear
@@ -18,7 +27,8 @@ filter (no antialiasing) and segmentation maps by OpenCV's nearest neighbour, ex
 antialiased bilinear for uint8 images, PIL nearest for segmentation): same sizes, other pixels.
 
 Images are HWC uint8 in the channel order given at construction (detectron2's DatasetMapper
-passes the config's ``image_format``; ours is "RGB"); segmentation maps are HW uint8.
+passes the config's ``image_format``; ours is "RGB"); segmentation maps are HW class ids (uint8,
+or float64 as detectron2's DatasetMapper reads them).
 """
 
 from typing import List, Optional, Sequence, Tuple
@@ -27,7 +37,7 @@ import cv2
 import numpy as np
 from detectron2.data.transforms import (
     Augmentation,
-    RandomCrop_CategoryAreaConstraint,
+    CropTransform,
     RandomFlip,
     ResizeTransform,
     Transform,
@@ -40,9 +50,12 @@ __all__ = [
     "PhotoMetricDistortion",
     "PhotoMetricTransform",
     "RESIZE_BACKENDS",
+    "RandomCropCatMaxRatio",
     "RandomRatioResize",
     "ade20k_test_augmentations",
     "ade20k_train_augmentations",
+    "coco_test_augmentations",
+    "coco_train_augmentations",
     "mmcv_rescale_size",
     "resize_transform",
 ]
@@ -151,17 +164,12 @@ class RandomRatioResize(Augmentation):
         _check_backend(backend)
         self._init(locals())
 
-    @staticmethod
-    def get_output_shape(height: int, width: int, target: Sequence[float]) -> Tuple[int, int]:
-        """(new_height, new_width) of an image rescaled into ``target`` keeping its ratio."""
-        return mmcv_rescale_size(height, width, target)
-
     def get_transform(self, image: np.ndarray) -> Transform:
         height, width = image.shape[:2]
         low, high = self.ratio_range
         ratio = np.random.random_sample() * (high - low) + low
         target = (int(self.scale[0] * ratio), int(self.scale[1] * ratio))
-        new_height, new_width = self.get_output_shape(height, width, target)
+        new_height, new_width = mmcv_rescale_size(height, width, target)
         return resize_transform(height, width, new_height, new_width, self.backend)
 
 
@@ -230,18 +238,22 @@ class PhotoMetricTransform(Transform):
 
 
 class PhotoMetricDistortion(Augmentation):
-    """mmseg 0.19 ``PhotoMetricDistortion``: each step applied with probability ``prob``.
+    """mmseg 0.19 ``PhotoMetricDistortion``, drawing from numpy's global RNG in mmseg's order.
 
-    1. brightness: ``+U(-brightness_delta, brightness_delta)``;
-    2. with probability 0.5 contrast now (``×U(contrast_range)``), otherwise as the last step;
-    3. saturation: HSV S ``×U(saturation_range)``;
-    4. hue: HSV H ``+randint(-hue_delta, hue_delta)`` (upper bound excluded, as numpy's) mod 180;
-    5. contrast, if not done in step 2.
+    1. brightness: with probability 0.5, ``+U(-brightness_delta, brightness_delta)``;
+    2. ``mode = randint(2)``; if mode is 1, contrast now: with probability 0.5,
+       ``×U(contrast_range)``;
+    3. saturation: with probability 0.5, HSV S ``×U(saturation_range)``;
+    4. hue: with probability 0.5, HSV H ``+randint(-hue_delta, hue_delta)`` (upper bound
+       excluded, as numpy's) mod 180;
+    5. if mode is 0, contrast as in step 2.
 
-    Each step clips to 0..255 and truncates to uint8; saturation and hue each convert to OpenCV
-    HSV and back. mmseg runs this on BGR images (as loaded by mmcv); pass ``image_format`` so that
+    Each "probability 0.5" is one ``np.random.randint(2)`` and each value is drawn right after
+    its gate, exactly as mmseg draws them, so that the same RNG state gives mmseg's image. Each
+    step clips to 0..255 and truncates to uint8; saturation and hue each convert to OpenCV HSV
+    and back. mmseg runs this on BGR images (as loaded by mmcv); pass ``image_format`` so that
     the HSV conversion sees the true colours (RGB and BGR give the same result for the true
-    colours). ``prob`` is 0.5 in mmseg; 0 turns every step off (identity).
+    colours).
     """
 
     def __init__(
@@ -250,26 +262,82 @@ class PhotoMetricDistortion(Augmentation):
         contrast_range: Tuple[float, float] = (0.5, 1.5),
         saturation_range: Tuple[float, float] = (0.5, 1.5),
         hue_delta: int = 18,
-        prob: float = 0.5,
         image_format: str = "RGB",
     ):
         super().__init__()
         self._init(locals())
 
-    def _maybe(self, sample):
-        """``sample()`` with probability ``prob``, else None."""
-        return sample() if np.random.random_sample() < self.prob else None
+    @staticmethod
+    def _maybe(sample):
+        """``sample()`` if a fair coin (``np.random.randint(2)``, drawn first) says so, else None."""
+        return sample() if np.random.randint(2) else None
+
+    def _contrast(self) -> Optional[float]:
+        return self._maybe(lambda: np.random.uniform(*self.contrast_range))
 
     def get_transform(self, image: np.ndarray) -> PhotoMetricTransform:
         delta = self.brightness_delta
         brightness = self._maybe(lambda: np.random.uniform(-delta, delta))
         contrast_first = bool(np.random.randint(2))
-        contrast = self._maybe(lambda: np.random.uniform(*self.contrast_range))
+        contrast = self._contrast() if contrast_first else None
         saturation = self._maybe(lambda: np.random.uniform(*self.saturation_range))
         hue = self._maybe(lambda: int(np.random.randint(-self.hue_delta, self.hue_delta)))
+        if not contrast_first:
+            contrast = self._contrast()
         return PhotoMetricTransform(
             brightness, contrast, contrast_first, saturation, hue, self.image_format
         )
+
+
+class RandomCropCatMaxRatio(Augmentation):
+    """mmseg 0.19 ``RandomCrop(crop_size, cat_max_ratio, ignore_index)``.
+
+    The crop is ``min(crop_size, image size)`` per side at a random offset (``np.random.randint``
+    for the row, then the column). With ``cat_max_ratio < 1`` the offset is redrawn up to 10 times
+    while the crop's labels (``ignore_index`` left out) have fewer than two classes or one class
+    covering ``≥ cat_max_ratio`` of them; the last redraw is kept unchecked. That is up to 11
+    draws, as mmseg makes, where detectron2's ``RandomCrop_CategoryAreaConstraint`` makes at
+    most 10: the crops have the same distribution, but only this one consumes numpy's RNG as
+    mmseg does.
+    """
+
+    def __init__(
+        self,
+        crop_size: Tuple[int, int],
+        cat_max_ratio: float = 1.0,
+        ignore_index: int = 255,
+    ):
+        """
+        Args:
+            crop_size: (h, w) of the crop.
+            cat_max_ratio: largest share one class may cover; 1 disables the check.
+            ignore_index: the label left out of the check.
+        """
+        super().__init__()
+        self._init(locals())
+
+    def _random_window(self, height: int, width: int) -> Tuple[int, int, int, int]:
+        crop_h, crop_w = min(self.crop_size[0], height), min(self.crop_size[1], width)
+        y0 = np.random.randint(0, height - crop_h + 1)
+        x0 = np.random.randint(0, width - crop_w + 1)
+        return y0, x0, crop_h, crop_w
+
+    def _acceptable(self, labels: np.ndarray) -> bool:
+        values, counts = np.unique(labels, return_counts=True)
+        counts = counts[values != self.ignore_index]
+        return len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio
+
+    def get_transform(self, image: np.ndarray, sem_seg: Optional[np.ndarray]) -> CropTransform:
+        height, width = image.shape[:2]
+        y0, x0, crop_h, crop_w = self._random_window(height, width)
+        if self.cat_max_ratio < 1.0:
+            if sem_seg is None:
+                raise ValueError("RandomCropCatMaxRatio with cat_max_ratio < 1 needs sem_seg")
+            for _ in range(10):
+                if self._acceptable(sem_seg[y0 : y0 + crop_h, x0 : x0 + crop_w]):
+                    break
+                y0, x0, crop_h, crop_w = self._random_window(height, width)
+        return CropTransform(x0, y0, crop_w, crop_h)
 
 
 def ade20k_train_augmentations(
@@ -282,19 +350,14 @@ def ade20k_train_augmentations(
 ) -> List[Augmentation]:
     """mmseg's ADE20K training augmentations, in mmseg's order.
 
-    Resize by a random ratio, crop ``crop_size``² (smaller images are cropped to their size; pad
-    to ``crop_size`` in the model, labels with 255) retrying up to 10 times until no class other
+    Resize by a random ratio, crop ``crop_size``² (smaller images are cropped to their size; the
+    model pads to ``crop_size``, labels with 255) redrawn up to 10 times until no class other
     than 255 covers ≥ ``cat_max_ratio``, horizontal flip with probability 0.5, photometric
-    distortion.
+    distortion. ``resize_backend``: "opencv" (mmcv) or "pil" (detectron2's resize).
     """
     return [
         RandomRatioResize(scale=scale, ratio_range=ratio_range, backend=resize_backend),
-        RandomCrop_CategoryAreaConstraint(
-            "absolute",
-            (crop_size, crop_size),
-            single_category_max_area=cat_max_ratio,
-            ignored_category=255,
-        ),
+        RandomCropCatMaxRatio((crop_size, crop_size), cat_max_ratio=cat_max_ratio),
         RandomFlip(prob=0.5, horizontal=True, vertical=False),
         PhotoMetricDistortion(image_format=image_format),
     ]
@@ -307,4 +370,23 @@ def ade20k_test_augmentations(
     ``min(scale)`` unless the long edge would exceed ``max(scale)``; mmcv's rounding and, with
     ``resize_backend="opencv"``, mmcv's OpenCV resize.
     """
+    return [KeepRatioResize(scale, backend=resize_backend)]
+
+
+def coco_train_augmentations(
+    scale: Tuple[int, int] = (1333, 800), resize_backend: str = "opencv"
+) -> List[Augmentation]:
+    """mmdet's COCO training augmentations: ``Resize(img_scale=scale, keep_ratio=True)`` then
+    ``RandomFlip(flip_ratio=0.5)``. Boxes follow as in mmdet: scaled per axis by new/old size,
+    clipped to the image, flipped as ``x' = W - x``."""
+    return [
+        KeepRatioResize(scale, backend=resize_backend),
+        RandomFlip(prob=0.5, horizontal=True, vertical=False),
+    ]
+
+
+def coco_test_augmentations(
+    scale: Tuple[int, int] = (1333, 800), resize_backend: str = "opencv"
+) -> List[Augmentation]:
+    """mmdet's COCO test resize: ``Resize(img_scale=scale, keep_ratio=True)``."""
     return [KeepRatioResize(scale, backend=resize_backend)]

@@ -1,18 +1,19 @@
 """Multi-scale + flip test-time augmentation for semantic segmentation (the paper's "MS" mIoU).
 
 mmseg's ``MultiScaleFlipAug`` + ``aug_test``: for every ratio r the ORIGINAL image is resized,
-keeping its aspect ratio, to fit ``(2048·r, 512·r)``; each scale is also run flipped; every pass
-gives softmax probabilities resized to the original size (flipped back), and their mean is the
-prediction (argmax). The model runs its own inference (slide or whole) on each pass.
+keeping its aspect ratio, to fit ``(int(2048·r), int(512·r))`` with mmcv's ``imrescale`` (OpenCV
+bilinear on the uint8 pixels); each scale is also run flipped; every pass gives softmax
+probabilities resized to the original size (flipped back), and their mean is the prediction
+(argmax). The model runs its own inference (slide or whole) on each pass.
 """
 
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from ..data.transforms import RandomRatioResize
+from ..data.transforms import OpenCVResizeTransform, mmcv_rescale_size
 
 __all__ = ["SemanticSegmentorWithTTA", "PAPER_TTA_SCALES"]
 
@@ -27,8 +28,8 @@ class SemanticSegmentorWithTTA(nn.Module):
     Each input's ``image`` is resized to the scale's target size computed from the ORIGINAL size
     (``height``, ``width``), so the test mapper should not resize (``--aug-test`` sets the test
     mapper's augmentations to ``[]``); given an already resized image the target sizes are the
-    same, only resized from fewer pixels. Resizing is bilinear (align_corners=False, no
-    antialiasing, like OpenCV's), rounded back to uint8 for uint8 images.
+    same, only resized from fewer pixels. Resizing is mmcv's: OpenCV bilinear in the image's dtype
+    (uint8 from detectron2's DatasetMapper, as mmseg resizes the uint8 image it loaded).
 
     Args:
         model: a segmentor returning ``[{"sem_seg": K×height×width logits}]`` in eval mode.
@@ -57,16 +58,16 @@ class SemanticSegmentorWithTTA(nn.Module):
     def target_size(self, height: int, width: int, scale: float) -> Tuple[int, int]:
         """(h, w) of an original height×width image at ratio ``scale`` (mmseg's rounding)."""
         target = (int(self.base_size[0] * scale), int(self.base_size[1] * scale))
-        return RandomRatioResize.get_output_shape(height, width, target)
+        return mmcv_rescale_size(height, width, target)
 
-    def _resize(self, image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-        """image: 3×h×w → 3×size, bilinear; uint8 stays uint8 (rounded)."""
+    @staticmethod
+    def _resize(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """image: C×h×w → C×size with OpenCV's bilinear filter (mmcv ``imresize``), same dtype."""
         if tuple(image.shape[-2:]) == tuple(size):
             return image
-        resized = F.interpolate(image[None].float(), size=size, mode="bilinear")[0]
-        if image.dtype.is_floating_point:
-            return resized.to(image.dtype)
-        return resized.round().clamp(0, 255).to(image.dtype)
+        hwc = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
+        resized = OpenCVResizeTransform(*hwc.shape[:2], *size).apply_image(hwc)
+        return torch.from_numpy(resized).permute(2, 0, 1).to(image.device)
 
     def augmented_inputs(self, inputs: Dict) -> List[Tuple[Dict, bool]]:
         """One input dict → [(input dict of one pass, flipped)], scales in order, then flips."""
@@ -90,7 +91,8 @@ class SemanticSegmentorWithTTA(nn.Module):
         total = None
         passes = self.augmented_inputs(inputs)
         for pass_inputs, flipped in passes:
-            probs = self.model([pass_inputs])[0]["sem_seg"].softmax(dim=0)
+            # float32 whatever the logits (bfloat16 under autocast): a mean of many passes
+            probs = self.model([pass_inputs])[0]["sem_seg"].softmax(dim=0, dtype=torch.float32)
             probs = probs.flip(-1) if flipped else probs
             total = probs if total is None else total + probs
         return total / len(passes)
