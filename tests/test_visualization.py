@@ -1,7 +1,6 @@
 """Specification of the score-map pictures (``denseclip.visualization``, ``tools/demo.py
 --score-maps``): panels, titles, the shared colour scale and the legend."""
 
-import importlib.util
 import os
 
 import cv2
@@ -10,17 +9,24 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
+from helpers import load_python_file
 
 from detectron2.data import Metadata
 
 from denseclip import Predictor
 from denseclip.data import SYNTHETIC_CLASSES
 from denseclip.data.synthetic import generate_sample
-from denseclip.visualization import class_legend, score_map_figure, score_map_panels
+from denseclip.visualization import (
+    class_legend,
+    paint_labels,
+    score_map_figure,
+    score_map_panels,
+)
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 TINY_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/denseclip_fpn_tiny.py")
+BASELINE_CONFIG = os.path.join(REPO_ROOT, "configs/Synthetic/fpn_clip_tiny.py")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +47,14 @@ def picture(value: int) -> np.ndarray:
 
 def titles(figure, row: int, num_cols: int):
     return [ax.get_title() for ax in figure.axes[row * num_cols : (row + 1) * num_cols]]
+
+
+def test_paint_labels_blends_class_colours_and_leaves_ignored_pixels():
+    image = np.full((1, 3, 3), 100, np.uint8)
+    labels = np.array([[0, 1, 255]])
+    painted = paint_labels(image, labels, [[200, 0, 0], [0, 0, 250]], alpha=0.5)
+    assert painted.tolist() == [[[150, 50, 50], [50, 50, 175], [100, 100, 100]]]
+    assert painted.dtype == np.uint8
 
 
 def test_figure_has_a_panel_per_entry_and_column_titles_once():
@@ -114,13 +128,30 @@ def test_panels_keep_the_classes_peaking_highest_when_there_are_too_many(predict
     assert [title for title, _ in panels] == highest + ['"red"']
 
 
-def test_demo_tool_draws_score_maps_of_classes_and_texts(tmp_path, image_bgr):
+def run_demo_tool(args, tmp_path, image_bgr):
     cv2.imwrite(str(tmp_path / "a.png"), image_bgr)
-    spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO_ROOT, "tools/demo.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    argv = ["--config-file", TINY_CONFIG, "--weights", "", "--input", str(tmp_path / "a.png")]
-    demo.main(argv + ["--output", str(tmp_path / "out"), "--score-maps", "blue circle", "red"])
-    drawn = cv2.imread(str(tmp_path / "out" / "a.png"))
+    argv = ["--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "out")]
+    load_python_file("tools/demo.py").main(argv + args)
+    return cv2.imread(str(tmp_path / "out" / "a.png"))
+
+
+def test_demo_tool_draws_score_maps_of_classes_and_texts(tmp_path, image_bgr):
+    args = ["--config-file", TINY_CONFIG, "--weights", "", "--score-maps", "blue circle", "red"]
+    drawn = run_demo_tool(args, tmp_path, image_bgr)
     # one row: image | prediction | 5 class maps | 2 text maps, panels 2.5 in at 100 dpi
     assert drawn.shape[1] >= 9 * 250 and drawn.shape[0] < 2 * 250 * 96 / 128 + 100, drawn.shape
+
+
+def test_demo_tool_refuses_score_maps_of_a_model_without_text_side(tmp_path, image_bgr, capsys):
+    args = ["--config-file", BASELINE_CONFIG, "--weights", "", "--score-maps"]
+    with pytest.raises(SystemExit):
+        run_demo_tool(args, tmp_path, image_bgr)
+    error = capsys.readouterr().err
+    assert "--score-maps needs a DenseCLIP model" in error and "fpn_clip_tiny.py" in error, error
+
+
+def test_demo_tool_refuses_score_maps_of_an_exported_model(tmp_path, image_bgr, capsys):
+    args = ["--config-file", TINY_CONFIG, "--exported", "model.onnx", "--score-maps", "red"]
+    with pytest.raises(SystemExit):
+        run_demo_tool(args, tmp_path, image_bgr)
+    assert "--score-maps needs the model's text encoder" in capsys.readouterr().err

@@ -167,6 +167,12 @@ def main(argv=None):
                 f"{args.config_file} builds a {type(predictor.model).__name__} without a text "
                 "side (a CLIP baseline?): it has no pixel-text score maps"
             )
+        if args.score_maps and not predictor.encodes_free_text:
+            parser.error(
+                f"--score-maps {' '.join(args.score_maps)}: free text needs the text encoder, "
+                f"which the deploy checkpoint {args.weights} does not have; --score-maps without "
+                "texts draws the class score maps, or give the full checkpoint"
+            )
     os.makedirs(args.output, exist_ok=True)
     failed = []
     for image_path, output_path in tqdm(list(zip(images, outputs)), desc="demo", unit="image"):

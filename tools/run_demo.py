@@ -20,7 +20,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from denseclip import Predictor
 from denseclip.data import read_image
 from denseclip.engine import do_train, setup
-from denseclip.visualization import class_legend, draw_sem_seg, score_map_figure, score_map_panels
+from denseclip.visualization import class_legend, paint_labels, score_map_figure, score_map_panels
 
 CONFIG = "configs/Synthetic/denseclip_fpn_demo.py"
 PROMPTS = ["blue circle"]
@@ -63,10 +63,11 @@ def example_rows(predictor: Predictor, dataset_dicts: Sequence[dict], prompts: S
         image = read_image(d["file_name"], format=predictor.input_format)
         truth = cv2.imread(d["sem_seg_file_name"], cv2.IMREAD_UNCHANGED)
         prediction = predictor(image)["sem_seg"].argmax(dim=0).cpu().numpy()
+        colors = predictor.metadata.stuff_colors
         pictures = [
             ("image", image),
-            ("ground truth", draw_sem_seg(image, truth, predictor.metadata)),
-            ("prediction", draw_sem_seg(image, prediction, predictor.metadata)),
+            ("ground truth", paint_labels(image, truth, colors)),
+            ("prediction", paint_labels(image, prediction, colors)),
         ]
         rows.append(pictures + score_map_panels(predictor, image, prompts))
     return rows

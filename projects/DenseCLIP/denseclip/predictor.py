@@ -231,9 +231,15 @@ class Predictor(ImagePipeline):
 
     @property
     def has_score_maps(self) -> bool:
-        """Whether the model can give :meth:`score_maps`: a DenseCLIP model (image and text
-        encoders); a CLIP baseline has no text side."""
+        """Whether the model has pixel-text score maps (:meth:`class_score_maps`): a DenseCLIP
+        model; a CLIP baseline has no text side."""
         return self._backbone is not None
+
+    @property
+    def encodes_free_text(self) -> bool:
+        """Whether :meth:`score_maps` can encode free text: a DenseCLIP model with its text
+        encoder (not a deploy checkpoint of ``tools/export_deploy.py``)."""
+        return self._backbone is not None and not self._backbone.prompts.deployed
 
     @property
     def class_prompts(self) -> List[str]:
@@ -248,6 +254,18 @@ class Predictor(ImagePipeline):
                 "DenseCLIPBackbone (a CLIP baseline config?)"
             )
         return self._backbone
+
+    def class_score_maps(self, image: np.ndarray) -> torch.Tensor:
+        """The model's own pixel-text score maps of its K classes on one image, as its forward
+        pass computes them (also with a deploy checkpoint, which has no text encoder).
+
+        Args:
+            image: H×W×3 in ``input_format``; resized as for ``__call__`` and run whole.
+        Returns:
+            K×H×W raw cosine similarities in [-1, 1], bilinearly upsampled to the image.
+        """
+        backbone = self._require_backbone()
+        return self._image_score_maps(image, lambda x: backbone(x)["score_map"])
 
     def score_maps(self, image: np.ndarray, texts: Union[str, Sequence[str]]) -> torch.Tensor:
         """Pixel-text score maps of any prompts on one image (open vocabulary).
@@ -265,10 +283,15 @@ class Predictor(ImagePipeline):
         """
         backbone = self._require_backbone()
         texts = [texts] if isinstance(texts, str) else list(texts)
+        return self._image_score_maps(image, lambda x: backbone.text_score_maps(x, texts))
+
+    def _image_score_maps(self, image: np.ndarray, compute) -> torch.Tensor:
+        """``compute``: B×3×H×W normalised images → B×T×h×w score maps; run on one image and
+        upsampled to its resolution: T×H×W."""
         inputs = self._inputs(image)
         with self._lock, torch.no_grad():
             images = self.model.preprocess_image([inputs])
-            scores = backbone.text_score_maps(images.tensor, texts)
+            scores = compute(images.tensor)
             scores = F.interpolate(
                 scores, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
             )

@@ -16,12 +16,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from detectron2.data import Metadata
-from detectron2.utils.visualizer import Visualizer
 
 __all__ = [
     "MAP_COLORMAP",
     "class_legend",
-    "draw_sem_seg",
+    "paint_labels",
     "score_map_figure",
     "score_map_panels",
 ]
@@ -32,11 +31,26 @@ Panel = Tuple[str, np.ndarray]
 #: Diverging: text-similar pixels red, dissimilar blue, cosine 0 white.
 MAP_COLORMAP = "RdBu_r"
 
+# score_map_figure's layout, in inches: panel spacing, a title above each row of panels, the
+# colour bar with its ticks and label at the right, the legend at the bottom.
+_GAP_INCHES = 0.05
+_TITLE_INCHES = 0.25
+_BAR_INCHES = 0.75
+_LEGEND_INCHES = 0.3
 
-def draw_sem_seg(image_rgb: np.ndarray, labels: np.ndarray, metadata: Metadata) -> np.ndarray:
-    """H×W×3 uint8 RGB image + H×W class ids → H×W×3 RGB picture with named regions."""
-    visualizer = Visualizer(image_rgb, metadata)
-    return visualizer.draw_sem_seg(labels, alpha=0.6).get_image()
+
+def paint_labels(
+    image_rgb: np.ndarray, labels: np.ndarray, colors: Sequence[Sequence[int]], alpha: float = 0.6
+) -> np.ndarray:
+    """H×W×3 uint8 RGB image + H×W class ids → H×W×3 uint8 RGB picture, each pixel of class k
+    blended with ``colors[k]`` (RGB 0..255) at opacity ``alpha``; ids without a colour (the
+    ignore label 255) leave the image as it is. No names are written: a figure's legend
+    (:func:`class_legend`) tells the colours apart."""
+    palette = np.asarray(colors, np.float32)
+    known = labels < len(palette)
+    picture = image_rgb.astype(np.float32)
+    picture[known] = (1 - alpha) * picture[known] + alpha * palette[labels[known]]
+    return np.round(picture).astype(np.uint8)
 
 
 def score_map_panels(
@@ -45,25 +59,28 @@ def score_map_panels(
     """The score maps of the model's classes and of free-text ``prompts`` on one image.
 
     Args:
-        predictor: a :class:`denseclip.Predictor` of a DenseCLIP model.
+        predictor: a :class:`denseclip.Predictor` of a DenseCLIP model (free text needs its text
+            encoder: ``predictor.encodes_free_text``).
         image: H×W×3 in ``predictor.input_format``.
         prompts: free texts (each ≤ 3 BPE tokens with the default class-name slot).
         max_classes: with more classes than this, only the ``max_classes`` whose maps peak
             highest on this image are shown, highest first (ADE20K has 150).
     Returns:
-        ``(class prompt, H×W map)`` per class, in class order, then ``('"text"', H×W map)`` per
+        ``(class prompt, H×W map)`` per class (the model's own maps,
+        ``predictor.class_score_maps``), in class order, then ``('"text"', H×W map)`` per
         prompt: raw cosine similarities in [-1, 1] at the image's resolution.
     """
     classes = predictor.class_prompts
-    maps = predictor.score_maps(image, list(classes) + list(prompts)).cpu().numpy()
-    class_maps, text_maps = maps[: len(classes)], maps[len(classes) :]
+    class_maps = predictor.class_score_maps(image).cpu().numpy()
     shown = range(len(classes))
     if len(classes) > max_classes:
         peaks = class_maps.reshape(len(classes), -1).max(axis=1)
         shown = np.argsort(-peaks, kind="stable")[:max_classes]
-    return [(classes[k], class_maps[k]) for k in shown] + [
-        (f'"{text}"', text_map) for text, text_map in zip(prompts, text_maps)
-    ]
+    panels = [(classes[k], class_maps[k]) for k in shown]
+    if prompts:
+        text_maps = predictor.score_maps(image, list(prompts)).cpu().numpy()
+        panels += [(f'"{text}"', text_map) for text, text_map in zip(prompts, text_maps)]
+    return panels
 
 
 def class_legend(metadata: Metadata, labels: Sequence[np.ndarray] = ()) -> List[Tuple[str, tuple]]:
@@ -103,18 +120,21 @@ def score_map_figure(
     maps = [panel for row in rows for _, panel in row if panel.ndim == 2]
     limit = max((float(np.abs(m).max()) for m in maps), default=1.0) or 1.0
     height, width = rows[0][0][1].shape[:2]
-    figure = Figure(
-        figsize=(
-            panel_inches * num_cols + (0.8 if maps else 0.0),
-            panel_inches * height / width * len(rows) + 0.3 + (0.35 if legend else 0.0),
-        ),
-        dpi=100,
-        layout="constrained",
-    )
-    axes = figure.subplots(len(rows), num_cols, squeeze=False)
+    # A fixed layout in inches (matplotlib's constrained layout takes seconds for 40 panels).
+    panel_height = panel_inches * height / width
+    row_inches = _TITLE_INCHES + panel_height
+    legend_inches = _LEGEND_INCHES if legend else 0.0
+    grid_width = num_cols * panel_inches + (num_cols - 1) * _GAP_INCHES
+    fig_width = grid_width + (_BAR_INCHES if maps else 0.0)
+    fig_height = len(rows) * row_inches + legend_inches
+    figure = Figure(figsize=(fig_width, fig_height), dpi=100)
     image = None
     for i, row in enumerate(rows):
-        for j, ax in enumerate(axes[i]):
+        bottom = fig_height - (i + 1) * row_inches
+        for j in range(num_cols):
+            left = j * (panel_inches + _GAP_INCHES)
+            box = [left / fig_width, bottom / fig_height]
+            ax = figure.add_axes(box + [panel_inches / fig_width, panel_height / fig_height])
             ax.set_axis_off()
             if j >= len(row):
                 continue
@@ -125,15 +145,18 @@ def score_map_figure(
                 ax.imshow(panel)
             above = rows[i - 1][j][0] if i > 0 and j < len(rows[i - 1]) else None
             if title != above:
-                ax.set_title(title, fontsize=9)
+                ax.set_title(title, fontsize=9, pad=3)
     if image is not None:
-        bar = figure.colorbar(image, ax=axes, shrink=0.8, aspect=30, pad=0.01)
+        grid_height = len(rows) * row_inches - _TITLE_INCHES
+        bar_box = [(grid_width + 0.1) / fig_width, (legend_inches + 0.1 * grid_height) / fig_height]
+        bar_box += [0.12 / fig_width, 0.8 * grid_height / fig_height]
+        bar = figure.colorbar(image, cax=figure.add_axes(bar_box))
         bar.set_label("pixel-text cosine score", fontsize=8)
         bar.ax.tick_params(labelsize=7)
     if legend:
         figure.legend(
             handles=[Patch(facecolor=color, label=name) for name, color in legend],
-            loc="outside lower center",
+            loc="lower center",
             ncol=len(legend),
             fontsize=8,
             frameon=False,
