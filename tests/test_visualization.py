@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO_ROOT
 from helpers import load_python_file
@@ -19,6 +20,7 @@ from denseclip.data.synthetic import generate_sample
 from denseclip.visualization import (
     class_legend,
     paint_labels,
+    save_figure,
     score_map_figure,
     score_map_panels,
 )
@@ -97,6 +99,16 @@ def test_figure_rows_may_differ_in_length():
     figure = score_map_figure(rows)
     assert len(figure.axes) == 2 * 2 + 1
     assert not figure.axes[3].get_images()  # the missing panel stays empty
+
+
+def test_save_figure_writes_a_palette_png_of_at_most_max_colors(tmp_path):
+    gradient = np.linspace(-1, 1, 64 * 64).reshape(64, 64)
+    figure = score_map_figure([[("image", picture(0)), ("map", gradient)]])
+    save_figure(figure, str(tmp_path / "full.png"))
+    save_figure(figure, str(tmp_path / "palette.png"), max_colors=16)
+    full, palette = Image.open(tmp_path / "full.png"), Image.open(tmp_path / "palette.png")
+    assert palette.mode == "P" and palette.size == full.size
+    assert len(palette.getcolors()) <= 16 < len(full.convert("RGB").getcolors(1 << 16))
 
 
 def test_class_legend_lists_the_classes_present_with_their_colours():

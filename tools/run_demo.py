@@ -20,7 +20,13 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from denseclip import Predictor
 from denseclip.data import read_image
 from denseclip.engine import do_train, setup
-from denseclip.visualization import class_legend, paint_labels, score_map_figure, score_map_panels
+from denseclip.visualization import (
+    class_legend,
+    paint_labels,
+    save_figure,
+    score_map_figure,
+    score_map_panels,
+)
 
 CONFIG = "configs/Synthetic/denseclip_fpn_demo.py"
 PROMPTS = ["blue circle"]
@@ -110,7 +116,7 @@ def main(argv: List[str] = None) -> None:
     predictor = Predictor(cfg, os.path.join(cli.output_dir, "model_final.pth"), input_format="RGB")
     rows = example_rows(predictor, val_dicts[: cli.examples], cli.prompts or PROMPTS)
     picture = cli.picture or os.path.join(cli.output_dir, "predictions.png")
-    score_map_figure(rows, class_legend(metadata)).savefig(picture)
+    save_figure(score_map_figure(rows, class_legend(metadata)), picture, max_colors=256)
 
     print(
         f"\nDenseCLIP on synthetic shapes ({cfg.train.max_iter} iterations on CPU), "
