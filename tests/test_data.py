@@ -311,7 +311,7 @@ def test_synthetic_apart_style_draws_3_to_8_shapes_that_never_overlap(index):
 
 def test_synthetic_apart_style_draws_several_shapes_of_every_class():
     shapes = [
-        kind for i in range(20) for kind, _ in synthetic._render(0, 0, i, (128, 128), "apart")[2]
+        kind for i in range(20) for kind, _ in synthetic._render(0, 0, i, (64, 64), "apart")[2]
     ]
     counts = np.bincount(shapes, minlength=len(SYNTHETIC_CLASSES))
     assert len(shapes) >= 3 * 20 and counts[:2].sum() == 0 and counts[2:].min() >= 15, counts
