@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run a model on images and save pictures of its predictions (detectron2's Visualizer).
 
-    python tools/demo.py --config-file configs/Synthetic/denseclip_fpn_tiny.py \\
+    python tools/demo.py --config-file configs/Synthetic/denseclip_fpn_demo.py \\
         --weights output/demo/model_final.pth --input photos/ "more/*.jpg" --output output/pictures
 
 --input takes image files, folders (their .jpg/.jpeg/.png files) and glob patterns. Each picture

@@ -1,6 +1,6 @@
 """detectron2's ``DefaultPredictor`` for LazyConfig models, plus open-vocabulary score maps.
 
->>> predictor = Predictor("configs/Synthetic/denseclip_fpn_tiny.py", "output/demo/model_final.pth")
+>>> predictor = Predictor("configs/Synthetic/denseclip_fpn_demo.py", "output/demo/model_final.pth")
 >>> image = denseclip.data.read_image("image.jpg", "BGR")  # upright, 8 bits, errors name the file
 >>> outputs = predictor(image)             # {"sem_seg": K×H×W} (or {"instances": ...})
 >>> maps = predictor.score_maps(image, ["red circle", "sky"])   # 2×H×W
