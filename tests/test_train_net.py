@@ -12,6 +12,7 @@ import re
 import shutil
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -23,6 +24,7 @@ from helpers import (
     config_fields,
     eval_results,
     free_port,
+    load_python_file,
     read_json,
     read_metrics,
     run_python,
@@ -395,3 +397,18 @@ def test_demo_script_prints_per_class_ious_beside_chance_and_draws_score_maps(tm
     assert picture is not None, sorted(os.listdir(out))
     # 2 rows of image | ground truth | prediction | 5 class maps | "red square", 150 px panels
     assert picture.shape[1] >= 9 * 150 and 2 * 150 <= picture.shape[0] < 3 * 150, picture.shape
+
+
+def test_demo_iou_table_puts_each_class_beside_the_majority_class_chance_level():
+    run_demo = load_python_file("tools/run_demo.py")
+    counts = np.array([60, 30, 10, 0])  # the last class never occurs
+    results = {"IoU-a": 90.0, "IoU-b": 80.0, "IoU-c": 70.04, "IoU-dd": 0.0, "mIoU": 80.0}
+    table = run_demo.iou_table(results, ["a", "b", "c", "dd"], counts).splitlines()
+    assert table == [
+        "  class    IoU  chance",
+        "  a       90.0    60.0",  # always predicting a: IoU = its pixel share
+        "  b       80.0     0.0",
+        "  c       70.0     0.0",
+        "  dd       0.0     0.0",
+        "  mIoU    80.0    20.0",  # over the 3 classes present, like SemSegEvaluator
+    ]

@@ -53,7 +53,7 @@ def iou_table(results: Dict[str, float], classes: Sequence[str], counts: np.ndar
     """The evaluator's per-class IoU and mIoU beside chance level (:func:`majority_class_ious`;
     its mean, like SemSegEvaluator's, over the classes present), as aligned text lines."""
     chance = majority_class_ious(counts)
-    width = max(len(name) for name in list(classes) + ["mIoU"])
+    width = max(len(name) for name in list(classes) + ["class", "mIoU"])
     lines = [f"  {'class':<{width}}  {'IoU':>5}  {'chance':>6}"]
     for name, chance_iou in zip(classes, chance):
         lines.append(f"  {name:<{width}}  {results[f'IoU-{name}']:5.1f}  {chance_iou:6.1f}")
