@@ -1,6 +1,8 @@
 """Specifications of ``denseclip.data``: folder datasets, synthetic data, ADE20K names, transforms."""
 
 import argparse
+import hashlib
+import json
 import os
 
 import cv2
@@ -287,6 +289,70 @@ def test_builtin_synthetic_is_generated_lazily_under_env_root(tmp_path, monkeypa
     assert len(dicts) == 16
     assert dicts[0]["file_name"].startswith(str(tmp_path / "synthetic_seg" / "images" / "val"))
     assert (dicts[0]["height"], dicts[0]["width"]) == (128, 128)
+
+
+def test_synthetic_default_style_draws_what_generator_v1_drew():
+    """Datasets cached before styles existed have markers without a style: the default style
+    must keep drawing the same pictures (digest of generator v1's output)."""
+    image, labels = synthetic.generate_sample(0, 1, 2, (64, 96))
+    digest = hashlib.sha256(image.tobytes() + labels.tobytes()).hexdigest()
+    assert digest == "1eac4327a1b7bec8cd577fe9a9f53ec5bee21ecf49a02dce241fbbbeb04fd186"
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_synthetic_apart_style_draws_3_to_8_shapes_that_never_overlap(index):
+    _, labels, shapes = synthetic._render(0, 0, index, (128, 128), "apart")
+    assert 1 <= len(shapes) <= 8
+    touched = sum((coverage > 0).astype(int) for _, coverage in shapes)
+    assert touched.max() == 1  # no pixel is covered by two shapes
+    for kind, coverage in shapes:
+        assert (labels[coverage >= 1.0] == kind).all()
+
+
+def test_synthetic_apart_style_draws_several_shapes_of_every_class():
+    shapes = [
+        kind for i in range(20) for kind, _ in synthetic._render(0, 0, i, (64, 64), "apart")[2]
+    ]
+    counts = np.bincount(shapes, minlength=len(SYNTHETIC_CLASSES))
+    assert len(shapes) >= 3 * 20 and counts[:2].sum() == 0 and counts[2:].min() >= 15, counts
+
+
+def test_synthetic_style_is_in_the_marker_unless_default(tmp_path):
+    default = write_synthetic_segmentation(tmp_path / "a", **SMALL)
+    apart = write_synthetic_segmentation(tmp_path / "b", style="apart", **SMALL)
+    assert "style" not in json.loads(open(os.path.join(default, synthetic.MARKER_NAME)).read())
+    assert json.loads(open(os.path.join(apart, synthetic.MARKER_NAME)).read())["style"] == "apart"
+    assert (
+        read_tree(default)["images/val/val_00001.png"]
+        != read_tree(apart)["images/val/val_00001.png"]
+    )
+
+
+def test_synthetic_unknown_style_is_named():
+    with pytest.raises(ValueError, match="style: expected one of .*'apart'.*, got 'dense'"):
+        synthetic.generate_sample(0, 0, 0, (32, 32), style="dense")
+
+
+def test_synthetic_cli_writes_a_style_and_refuses_it_for_detection(tmp_path, capsys):
+    synthetic.main([str(tmp_path / "d"), "--num-train", "2", "--num-val", "1", "--style", "apart"])
+    assert json.loads((tmp_path / "d" / synthetic.MARKER_NAME).read_text())["style"] == "apart"
+    with pytest.raises(SystemExit):
+        synthetic.main([str(tmp_path / "e"), "--layout", "detection", "--style", "apart"])
+    assert "--style: only the segmentation layout has styles" in capsys.readouterr().err
+
+
+def test_builtin_demo_dataset_is_the_apart_style_with_scene_colours(tmp_path, monkeypatch):
+    metadata = MetadataCatalog.get("synthetic_demo_train")
+    assert metadata.stuff_classes == list(SYNTHETIC_CLASSES)
+    assert metadata.stuff_colors == synthetic.SYNTHETIC_COLORS
+    assert synthetic.BUILTIN_SEGMENTATION["synthetic_demo"]["style"] == "apart"
+    small = dict(synthetic.BUILTIN_SEGMENTATION["synthetic_demo"], num_train=2, num_val=1)
+    monkeypatch.setitem(synthetic.BUILTIN_SEGMENTATION, "synthetic_demo", small)
+    monkeypatch.setenv("DENSECLIP_DATASETS", str(tmp_path))
+    (record,) = DatasetCatalog.get("synthetic_demo_val")
+    assert record["file_name"].startswith(str(tmp_path / "synthetic_demo" / "images" / "val"))
+    marker = json.loads((tmp_path / "synthetic_demo" / synthetic.MARKER_NAME).read_text())
+    assert marker["style"] == "apart" and marker["num_train"] == 2
 
 
 # ---------------------------------------------------------------------------------------------

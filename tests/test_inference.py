@@ -363,6 +363,35 @@ def test_score_map_of_a_prompt_does_not_depend_on_the_other_prompts(predictor, i
     torch.testing.assert_close(together[1], alone[0], rtol=1e-5, atol=1e-5)
 
 
+def test_class_score_maps_are_the_score_maps_of_the_class_names(predictor, image_bgr):
+    expected = predictor.score_maps(image_bgr, list(SYNTHETIC_CLASSES))
+    torch.testing.assert_close(
+        predictor.class_score_maps(image_bgr), expected, rtol=1e-5, atol=1e-5
+    )
+    assert predictor.has_score_maps and predictor.encodes_free_text
+
+
+def test_deploy_checkpoint_gives_class_score_maps_but_encodes_no_free_text(
+    predictor, deploy_checkpoint, image_bgr
+):
+    deployed = Predictor(TINY_DENSECLIP_CONFIG, deploy_checkpoint)
+    assert deployed.has_score_maps and not deployed.encodes_free_text
+    torch.testing.assert_close(
+        deployed.class_score_maps(image_bgr), predictor.class_score_maps(image_bgr)
+    )
+
+
+def test_demo_tool_refuses_free_text_score_maps_of_a_deploy_checkpoint(
+    deploy_checkpoint, tmp_path, capsys
+):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    argv = ["--config-file", TINY_DENSECLIP_CONFIG, "--weights", deploy_checkpoint]
+    argv += ["--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "out")]
+    with pytest.raises(SystemExit):
+        load_tool("demo").main(argv + ["--score-maps", "red"])
+    assert "--score-maps red: free text needs the text encoder" in capsys.readouterr().err
+
+
 def test_score_maps_reject_prompts_longer_than_the_class_slot(predictor, image_bgr):
     with pytest.raises(ValueError, match="has 5 BPE tokens, more than the 3"):
         predictor.score_maps(image_bgr, ["a very long prompt indeed"])
@@ -372,6 +401,7 @@ def test_score_maps_need_a_denseclip_model(image_bgr):
     baseline = Predictor(TINY_BASELINE_CONFIG, "")
     with pytest.raises(ValueError, match="score_maps needs a DenseCLIP model"):
         baseline.score_maps(image_bgr, ["sky"])
+    assert not baseline.has_score_maps and not baseline.encodes_free_text
 
 
 # ----------------------------------------------------------------------------- BN folding

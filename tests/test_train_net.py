@@ -12,8 +12,11 @@ import re
 import shutil
 
 import cv2
+import numpy as np
 import pytest
 import torch
+
+from denseclip.data import SYNTHETIC_CLASSES
 
 from helpers import (
     NO_CLIP_WEIGHTS_PATTERN,
@@ -21,6 +24,7 @@ from helpers import (
     config_fields,
     eval_results,
     free_port,
+    load_python_file,
     read_json,
     read_metrics,
     run_python,
@@ -369,18 +373,42 @@ def test_bad_dataset_argument_fails_fast_with_clear_error(tmp_path, spec, messag
 # ---------------------------------------------------------------------------------- demo
 
 
-def test_demo_script_trains_evaluates_and_saves_pictures(tmp_path):
+def test_demo_script_prints_per_class_ious_beside_chance_and_draws_score_maps(tmp_path):
+    """tools/run_demo.py end to end, on the small built-in dataset for 3 iterations at batch 2."""
     out = str(tmp_path / "demo")
+    small = [
+        "dataloader.train.dataset.names=synthetic_seg_train",
+        "dataloader.test.dataset.names=synthetic_seg_val",
+        "dataloader.train.total_batch_size=2",
+    ]
     run = run_python(
-        ["tools/run_demo.py", "--output-dir", out, "--max-iter", "3"], tmp_path / "datasets"
+        ["tools/run_demo.py", "--output-dir", out, "--max-iter", "3", "--examples", "2"]
+        + ["--prompt", "red square", "--opts", *small],
+        tmp_path / "datasets",
     )
     assert run.returncode == 0, run.describe()
-    match = re.search(r"val mIoU:\s*([0-9.]+)", run.output)
-    assert match, run.describe()
-    miou = read_json(os.path.join(out, "eval_results.json"))["sem_seg"]["mIoU"]
-    assert float(match.group(1)) == pytest.approx(miou, abs=0.051)
+    results = read_json(os.path.join(out, "eval_results.json"))["sem_seg"]
+    for name in SYNTHETIC_CLASSES + ("mIoU",):
+        key = "mIoU" if name == "mIoU" else f"IoU-{name}"
+        match = re.search(rf"^\s+{name}\s+([0-9.]+)\s+([0-9.]+)$", run.output, re.MULTILINE)
+        assert match, (name, run.describe())
+        assert float(match.group(1)) == pytest.approx(results[key], abs=0.051)
     picture = cv2.imread(os.path.join(out, "predictions.png"))
     assert picture is not None, sorted(os.listdir(out))
-    assert picture.ndim == 3 and picture.shape[2] == 3, picture.shape
-    # image | ground truth | prediction, side by side, of the 128x128 synthetic images
-    assert picture.shape[1] >= 3 * 128 and picture.shape[0] >= 128, picture.shape
+    # 2 rows of image | ground truth | prediction | 5 class maps | "red square", 150 px panels
+    assert picture.shape[1] >= 9 * 150 and 2 * 150 <= picture.shape[0] < 3 * 150, picture.shape
+
+
+def test_demo_iou_table_puts_each_class_beside_the_majority_class_chance_level():
+    run_demo = load_python_file("tools/run_demo.py")
+    counts = np.array([60, 30, 10, 0])  # the last class never occurs
+    results = {"IoU-a": 90.0, "IoU-b": 80.0, "IoU-c": 70.04, "IoU-dd": 0.0, "mIoU": 80.0}
+    table = run_demo.iou_table(results, ["a", "b", "c", "dd"], counts).splitlines()
+    assert table == [
+        "  class    IoU  chance",
+        "  a       90.0    60.0",  # always predicting a: IoU = its pixel share
+        "  b       80.0     0.0",
+        "  c       70.0     0.0",
+        "  dd       0.0     0.0",
+        "  mIoU    80.0    20.0",  # over the 3 classes present, like SemSegEvaluator
+    ]

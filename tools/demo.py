@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run a model on images and save pictures of its predictions (detectron2's Visualizer).
 
-    python tools/demo.py --config-file configs/Synthetic/denseclip_fpn_tiny.py \\
+    python tools/demo.py --config-file configs/Synthetic/denseclip_fpn_demo.py \\
         --weights output/demo/model_final.pth --input photos/ "more/*.jpg" --output output/pictures
 
 --input takes image files, folders (their .jpg/.jpeg/.png files) and glob patterns. Each picture
@@ -10,6 +10,12 @@ boxes (and masks) with class names and scores for detection models. Weights defa
 config's train.init_checkpoint; --opts overrides the config (e.g. model.test_mode=whole).
 --exported FILE runs a model exported by tools/export_model.py (ONNX Runtime or TorchScript)
 with the config's pre-processing instead.
+
+--score-maps [TEXT ...] draws what a DenseCLIP model sees instead: image | prediction | the
+pixel-text score map of each class (at most --max-class-maps: those peaking highest) | the score
+map of each TEXT (free text of at most 3 BPE tokens, e.g. "blue circle"). Score maps need the
+model's image and text encoders: models without a text side (CLIP baselines) and exported models
+are refused with the reason.
 
 Images are read upright (EXIF orientation applied) in any mode (greyscale, palette, RGBA, CMYK,
 16-bit greyscale scaled to 8 bits). A file that cannot be read (truncated, not an image) is named
@@ -36,6 +42,7 @@ from denseclip.data import ImageReadError, read_image
 from denseclip.data.folder import IMAGE_EXTENSIONS
 from denseclip.exported import ExportedPredictor
 from denseclip.predictor import add_config_arguments, load_config
+from denseclip.visualization import class_legend, score_map_figure, score_map_panels
 
 
 def _is_image(path: str) -> bool:
@@ -90,6 +97,23 @@ def draw_predictions(image_rgb: np.ndarray, predictions: Dict, metadata: Metadat
     return visualizer.output.get_image()
 
 
+def draw_score_maps(
+    predictor: Predictor, image_bgr: np.ndarray, prompts: Sequence[str], max_classes: int
+):
+    """image | prediction | class score maps | prompt score maps, as a matplotlib Figure."""
+    image_rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
+    predictions = predictor(image_bgr)
+    panels = [
+        ("image", image_rgb),
+        ("prediction", draw_predictions(image_rgb, predictions, predictor.metadata)),
+    ] + score_map_panels(predictor, image_bgr, prompts, max_classes)
+    labels = (
+        [predictions["sem_seg"].argmax(dim=0).cpu().numpy()] if "sem_seg" in predictions else []
+    )
+    legend = class_legend(predictor.metadata, labels) if labels else ()
+    return score_map_figure([panels], legend, panel_inches=2.5)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -107,6 +131,15 @@ def main(argv=None):
         "instead of building the config's model",
     )
     parser.add_argument("--device", help="cpu, cuda, ... (default: train.device)")
+    parser.add_argument(
+        "--score-maps",
+        nargs="*",
+        metavar="TEXT",
+        help="draw the class score maps and those of these free texts (DenseCLIP models)",
+    )
+    parser.add_argument(
+        "--max-class-maps", type=int, default=8, help="with --score-maps (default: 8)"
+    )
     add_config_arguments(
         parser, "register a dataset folder first, as train_net.py does (class names, colours)"
     )
@@ -120,9 +153,26 @@ def main(argv=None):
     if args.exported:
         if args.weights:
             parser.error("give --weights or --exported, not both")
+        if args.score_maps is not None:
+            parser.error(
+                "--score-maps needs the model's text encoder, which an exported model does not "
+                "have: give the checkpoint with --weights instead of --exported"
+            )
         predictor = ExportedPredictor(cfg, args.exported)
     else:
         predictor = Predictor(cfg, args.weights, device=args.device)
+        if args.score_maps is not None and not predictor.has_score_maps:
+            parser.error(
+                f"--score-maps needs a DenseCLIP model (image and text encoders), but "
+                f"{args.config_file} builds a {type(predictor.model).__name__} without a text "
+                "side (a CLIP baseline?): it has no pixel-text score maps"
+            )
+        if args.score_maps and not predictor.encodes_free_text:
+            parser.error(
+                f"--score-maps {' '.join(args.score_maps)}: free text needs the text encoder, "
+                f"which the deploy checkpoint {args.weights} does not have; --score-maps without "
+                "texts draws the class score maps, or give the full checkpoint"
+            )
     os.makedirs(args.output, exist_ok=True)
     failed = []
     for image_path, output_path in tqdm(list(zip(images, outputs)), desc="demo", unit="image"):
@@ -131,6 +181,10 @@ def main(argv=None):
         except ImageReadError as error:
             logger.warning(f"skipped: {error}")
             failed.append(image_path)
+            continue
+        if args.score_maps is not None:
+            figure = draw_score_maps(predictor, image, args.score_maps, args.max_class_maps)
+            figure.savefig(output_path)
             continue
         picture = draw_predictions(image[:, :, ::-1], predictor(image), predictor.metadata)
         cv2.imwrite(output_path, picture[:, :, ::-1])

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Soak test: one denseclip.Predictor called N times; reports the growth of its memory (RSS).
 
-    python tools/soak_predictor.py --config-file configs/Synthetic/denseclip_fpn_tiny.py \\
+    python tools/soak_predictor.py --config-file configs/Synthetic/denseclip_fpn_demo.py \\
         --weights output/demo/model_final.pth -n 10000 --prompts new
 
 Every call predicts one synthetic image (--size H W). --prompts chooses what else it does:

@@ -1,6 +1,6 @@
 """detectron2's ``DefaultPredictor`` for LazyConfig models, plus open-vocabulary score maps.
 
->>> predictor = Predictor("configs/Synthetic/denseclip_fpn_tiny.py", "output/demo/model_final.pth")
+>>> predictor = Predictor("configs/Synthetic/denseclip_fpn_demo.py", "output/demo/model_final.pth")
 >>> image = denseclip.data.read_image("image.jpg", "BGR")  # upright, 8 bits, errors name the file
 >>> outputs = predictor(image)             # {"sem_seg": K×H×W} (or {"instances": ...})
 >>> maps = predictor.score_maps(image, ["red circle", "sky"])   # 2×H×W
@@ -11,7 +11,7 @@ import copy
 import logging
 import os
 import threading
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -229,6 +229,44 @@ class Predictor(ImagePipeline):
         with self._lock, torch.no_grad():
             return self.model([inputs])[0]
 
+    @property
+    def has_score_maps(self) -> bool:
+        """Whether the model has pixel-text score maps (:meth:`class_score_maps`): a DenseCLIP
+        model; a CLIP baseline has no text side."""
+        return self._backbone is not None
+
+    @property
+    def encodes_free_text(self) -> bool:
+        """Whether :meth:`score_maps` can encode free text: a DenseCLIP model with its text
+        encoder (not a deploy checkpoint of ``tools/export_deploy.py``)."""
+        return self._backbone is not None and not self._backbone.prompts.deployed
+
+    @property
+    def class_prompts(self) -> List[str]:
+        """The K class prompts of a DenseCLIP model, in class order (the texts whose
+        :meth:`score_maps` are the model's own class score maps)."""
+        return list(self._require_backbone().prompts.class_names)
+
+    def _require_backbone(self) -> DenseCLIPBackbone:
+        if self._backbone is None:
+            raise ValueError(
+                f"score_maps needs a DenseCLIP model, but {type(self.model).__name__} has no "
+                "DenseCLIPBackbone (a CLIP baseline config?)"
+            )
+        return self._backbone
+
+    def class_score_maps(self, image: np.ndarray) -> torch.Tensor:
+        """The model's own pixel-text score maps of its K classes on one image, as its forward
+        pass computes them (also with a deploy checkpoint, which has no text encoder).
+
+        Args:
+            image: H×W×3 in ``input_format``; resized as for ``__call__`` and run whole.
+        Returns:
+            K×H×W raw cosine similarities in [-1, 1], bilinearly upsampled to the image.
+        """
+        backbone = self._require_backbone()
+        return self._image_score_maps(image, lambda x: backbone(x)["score_map"])
+
     def score_maps(self, image: np.ndarray, texts: Union[str, Sequence[str]]) -> torch.Tensor:
         """Pixel-text score maps of any prompts on one image (open vocabulary).
 
@@ -243,16 +281,17 @@ class Predictor(ImagePipeline):
         Returns:
             T×H×W raw cosine similarities in [-1, 1], bilinearly upsampled to the image.
         """
-        if self._backbone is None:
-            raise ValueError(
-                f"score_maps needs a DenseCLIP model, but {type(self.model).__name__} has no "
-                "DenseCLIPBackbone (a CLIP baseline config?)"
-            )
+        backbone = self._require_backbone()
         texts = [texts] if isinstance(texts, str) else list(texts)
+        return self._image_score_maps(image, lambda x: backbone.text_score_maps(x, texts))
+
+    def _image_score_maps(self, image: np.ndarray, compute) -> torch.Tensor:
+        """``compute``: B×3×H×W normalised images → B×T×h×w score maps; run on one image and
+        upsampled to its resolution: T×H×W."""
         inputs = self._inputs(image)
         with self._lock, torch.no_grad():
             images = self.model.preprocess_image([inputs])
-            scores = self._backbone.text_score_maps(images.tensor, texts)
+            scores = compute(images.tensor)
             scores = F.interpolate(
                 scores, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
             )

@@ -64,7 +64,10 @@ from .folder import (
 )
 
 __all__ = [
+    "BUILTIN_SEGMENTATION",
+    "STYLES",
     "SYNTHETIC_CLASSES",
+    "SYNTHETIC_COLORS",
     "SYNTHETIC_DATASET_NAMES",
     "SYNTHETIC_DET_CLASSES",
     "SYNTHETIC_DET_DATASET_NAMES",
@@ -81,14 +84,32 @@ __all__ = [
 # Each name is a single CLIP BPE token.
 SYNTHETIC_CLASSES = ("sky", "grass", "circle", "square", "triangle")
 SYNTHETIC_DATASET_NAMES = tuple(f"synthetic_seg_{split}" for split in SPLITS)
+#: RGB colours of the classes in pictures: blue sky, green grass, then red, yellow and purple.
+SYNTHETIC_COLORS = [[70, 130, 180], [60, 160, 60], [230, 25, 75], [255, 225, 25], [145, 30, 180]]
 MARKER_NAME = "COMPLETE.json"
 _GENERATOR_VERSION = 1
 _SKY, _GRASS, _CIRCLE, _SQUARE, _TRIANGLE = range(len(SYNTHETIC_CLASSES))
+_SHAPES = [_CIRCLE, _SQUARE, _TRIANGLE]
 # The shapes are the detection classes; COCO category ids 1, 2, 3.
 SYNTHETIC_DET_CLASSES = SYNTHETIC_CLASSES[_CIRCLE:]
 SYNTHETIC_DET_CATEGORIES = tuple(enumerate(SYNTHETIC_DET_CLASSES, start=1))
 SYNTHETIC_DET_DATASET_NAMES = tuple(f"synthetic_det_{split}" for split in SPLITS)
 MIN_INSTANCE_AREA = 16
+#: Scene styles: "overlapping" (1–4 shapes painted over each other; the default) and "apart"
+#: (3–8 shapes that never touch, so each is seen whole).
+STYLES = ("overlapping", "apart")
+_APART_SIZES = (0.1, 0.2)
+_APART_GAP = 2.0
+_APART_TRIES = 20
+#: A shape: class id, centre (x, y) and circumradius in pixels.
+Placement = Tuple[int, Tuple[float, float], float]
+#: The built-in segmentation datasets: name prefix (and folder under $DENSECLIP_DATASETS) →
+#: arguments of :func:`write_synthetic_segmentation`. ``synthetic_seg`` is small and quick for
+#: tests and tiny configs; ``synthetic_demo`` is the demo's (configs/Synthetic/denseclip_fpn_demo.py).
+BUILTIN_SEGMENTATION = {
+    "synthetic_seg": {},
+    "synthetic_demo": {"num_train": 1024, "num_val": 64, "style": "apart"},
+}
 # Circumradius factors giving a square and an equilateral triangle the area of the circle, so
 # that the three shape classes cover similar pixel counts.
 _AREA_MATCHING_RADIUS = {
@@ -138,11 +159,48 @@ def _shape_polygon(
     return np.stack([center[0] + radius * np.cos(angles), center[1] + radius * np.sin(angles)], 1)
 
 
-def _shape_coverage(rng: np.random.Generator, kind: int, height: int, width: int) -> np.ndarray:
-    """Anti-aliased coverage (H, W) float32 in [0, 1] of one random shape of class ``kind``."""
-    shift = 4  # sub-pixel precision for cv2 drawing
-    radius = rng.uniform(0.08, 0.2) * min(height, width) * _AREA_MATCHING_RADIUS[kind]
+def _random_geometry(
+    rng: np.random.Generator, kind: int, height: int, width: int, sizes: Tuple[float, float]
+) -> Placement:
+    """A shape of class ``kind`` at a random centre, with the area of a disc whose radius is a
+    random fraction in ``sizes`` of the image side."""
+    radius = rng.uniform(*sizes) * min(height, width) * _AREA_MATCHING_RADIUS[kind]
     center = (rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height)
+    return kind, center, radius
+
+
+def _random_placement(rng: np.random.Generator, height: int, width: int) -> Placement:
+    """A shape of a random class ("overlapping" style)."""
+    return _random_geometry(rng, int(rng.choice(_SHAPES)), height, width, (0.08, 0.2))
+
+
+def _apart_placements(rng: np.random.Generator, height: int, width: int) -> List[Placement]:
+    """3–8 shapes of random classes whose circumscribed circles keep ``_APART_GAP`` pixels apart.
+
+    Each gets ``_APART_TRIES`` random positions and sizes and is left out if none fits (more
+    often a triangle, whose circumradius is the largest: circles, squares and triangles cover
+    about 10, 9 and 8 % of the pixels)."""
+    placements: List[Placement] = []
+    for kind in rng.choice(_SHAPES, size=rng.integers(3, 9)):
+        for _ in range(_APART_TRIES):
+            _, center, radius = candidate = _random_geometry(
+                rng, int(kind), height, width, _APART_SIZES
+            )
+            if all(
+                np.hypot(center[0] - x, center[1] - y) > radius + other + _APART_GAP
+                for _, (x, y), other in placements
+            ):
+                placements.append(candidate)
+                break
+    return placements
+
+
+def _shape_coverage(
+    rng: np.random.Generator, placement: Placement, height: int, width: int
+) -> np.ndarray:
+    """Anti-aliased coverage (H, W) float32 in [0, 1] of a shape (a random rotation)."""
+    kind, center, radius = placement
+    shift = 4  # sub-pixel precision for cv2 drawing
     mask = np.zeros((height, width), np.uint8)
     if kind == _CIRCLE:
         point = tuple(int(round(c * 2**shift)) for c in center)
@@ -154,14 +212,14 @@ def _shape_coverage(rng: np.random.Generator, kind: int, height: int, width: int
 
 
 def _paint_shape(
-    rng: np.random.Generator, image: np.ndarray, labels: np.ndarray
+    rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, placement: Placement
 ) -> Tuple[int, np.ndarray]:
-    """Draw one random shape in place: a random colour with a shading gradient, AA edges.
+    """Draw one shape in place: a random colour with a shading gradient, AA edges.
 
     Returns its class id and its coverage (H, W) float32 in [0, 1]."""
     height, width = labels.shape
-    kind = int(rng.choice([_CIRCLE, _SQUARE, _TRIANGLE]))
-    coverage = _shape_coverage(rng, kind, height, width)
+    kind = placement[0]
+    coverage = _shape_coverage(rng, placement, height, width)
     color = _hsv_to_bgr((rng.uniform(0, 180), rng.uniform(120, 255), rng.uniform(120, 255)))
     direction = rng.normal(size=2)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -177,25 +235,37 @@ def _paint_shape(
 
 
 def _render(
-    seed: int, split_index: int, index: int, image_size: Tuple[int, int]
+    seed: int, split_index: int, index: int, image_size: Tuple[int, int], style: str = STYLES[0]
 ) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, np.ndarray]]]:
     """One image, its labels and its shapes ``(class id, coverage)`` in painting order."""
+    _check_style(style)
     rng = np.random.default_rng([seed, split_index, index])
     height, width = image_size
     image, labels = _background(rng, height, width)
-    shapes = [_paint_shape(rng, image, labels) for _ in range(rng.integers(1, 5))]
+    if style == "apart":
+        placements = _apart_placements(rng, height, width)
+    else:  # lazily: each shape is placed right before it is painted (the generator's v1 order)
+        count = rng.integers(1, 5)
+        placements = (_random_placement(rng, height, width) for _ in range(count))
+    shapes = [_paint_shape(rng, image, labels, placement) for placement in placements]
     image += rng.normal(0, 3, image.shape)
     return np.clip(image + 0.5, 0, 255).astype(np.uint8), labels, shapes
 
 
+def _check_style(style: str) -> None:
+    if style not in STYLES:
+        raise ValueError(f"style: expected one of {STYLES}, got {style!r}")
+
+
 def generate_sample(
-    seed: int, split_index: int, index: int, image_size: Tuple[int, int]
+    seed: int, split_index: int, index: int, image_size: Tuple[int, int], style: str = STYLES[0]
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """One image and its labels, a pure function of its arguments.
+    """One image and its labels, a pure function of its arguments (``style``: see
+    :data:`STYLES`).
 
     Returns a BGR uint8 image (H, W, 3) and uint8 labels (H, W) in 0..K-1 or 255.
     """
-    image, labels, _ = _render(seed, split_index, index, image_size)
+    image, labels, _ = _render(seed, split_index, index, image_size, style)
     return image, labels
 
 
@@ -283,7 +353,11 @@ def _write_files(root: str, params: dict) -> None:
             os.makedirs(os.path.join(root, sub, split))
         for index in range(count):
             image, labels = generate_sample(
-                params["seed"], split_index, index, tuple(params["image_size"])
+                params["seed"],
+                split_index,
+                index,
+                tuple(params["image_size"]),
+                params.get("style", STYLES[0]),
             )
             stem = f"{split}_{index:05d}.png"
             cv2.imwrite(os.path.join(root, "images", split, stem), image)
@@ -321,13 +395,16 @@ def write_synthetic_segmentation(
     num_val: int = 16,
     image_size: Tuple[int, int] = (128, 128),
     seed: int = 0,
+    style: str = STYLES[0],
 ) -> str:
     """Write the synthetic dataset to ``root`` (folder layout); return its absolute path.
 
     Deterministic: the same arguments give byte-identical files. A no-op if ``root`` already holds
     a complete dataset with the same parameters; raises ``FileExistsError`` if it holds anything
     else. Safe against crashes and concurrent writers (temp folder + marker + rename).
+    ``style``: see :data:`STYLES`.
     """
+    _check_style(style)
     root = os.path.abspath(os.path.expanduser(root))
     params = {
         "generator_version": _GENERATOR_VERSION,
@@ -337,6 +414,8 @@ def write_synthetic_segmentation(
         "image_size": [int(image_size[0]), int(image_size[1])],
         "seed": int(seed),
     }
+    if style != STYLES[0]:  # markers written before styles existed stay valid
+        params["style"] = style
     return _publish(root, params, _write_files)
 
 
@@ -391,9 +470,10 @@ def _datasets_dir() -> str:
     return os.path.expanduser(base)
 
 
-def synthetic_root() -> str:
-    """Where the built-in dataset lives: ``$DENSECLIP_DATASETS/synthetic_seg`` (read now)."""
-    return os.path.join(_datasets_dir(), "synthetic_seg")
+def synthetic_root(prefix: str = "synthetic_seg") -> str:
+    """Where a built-in segmentation dataset lives: ``$DENSECLIP_DATASETS/<prefix>`` (read now);
+    ``prefix``: ``synthetic_seg`` or ``synthetic_demo``."""
+    return os.path.join(_datasets_dir(), prefix)
 
 
 def synthetic_detection_root() -> str:
@@ -402,15 +482,22 @@ def synthetic_detection_root() -> str:
     return os.path.join(_datasets_dir(), "synthetic_det")
 
 
-def _load_builtin(split: str) -> List[dict]:
-    return load_segmentation_split(write_synthetic_segmentation(synthetic_root()), split)
+def _load_builtin(prefix: str, split: str) -> List[dict]:
+    root = write_synthetic_segmentation(synthetic_root(prefix), **BUILTIN_SEGMENTATION[prefix])
+    return load_segmentation_split(root, split)
 
 
 def register_synthetic() -> None:
-    """Register ``synthetic_seg_{train,val}``: metadata now, data generated on first load."""
-    for split, name in zip(SPLITS, SYNTHETIC_DATASET_NAMES):
-        DatasetCatalog.register(name, functools.partial(_load_builtin, split))
-        MetadataCatalog.get(name).set(**segmentation_metadata(SYNTHETIC_CLASSES))
+    """Register ``synthetic_seg_{train,val}`` and ``synthetic_demo_{train,val}``
+    (:data:`BUILTIN_SEGMENTATION`): metadata now, data generated on first load."""
+    for prefix in BUILTIN_SEGMENTATION:
+        for split in SPLITS:
+            DatasetCatalog.register(
+                f"{prefix}_{split}", functools.partial(_load_builtin, prefix, split)
+            )
+            metadata = segmentation_metadata(SYNTHETIC_CLASSES)
+            metadata["stuff_colors"] = SYNTHETIC_COLORS
+            MetadataCatalog.get(f"{prefix}_{split}").set(**metadata)
 
 
 def _load_builtin_detection(split: str, name: str) -> List[dict]:
@@ -443,14 +530,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--num-val", type=int, help="default: 16 (segmentation), 64 (detection)")
     parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--style", choices=STYLES, help="segmentation only (default: overlapping)")
     args = parser.parse_args(argv)
     write, classes = {
         "segmentation": (write_synthetic_segmentation, SYNTHETIC_CLASSES),
         "detection": (write_synthetic_detection, SYNTHETIC_DET_CLASSES),
     }[args.layout]
-    counts = {"num_train": args.num_train, "num_val": args.num_val}
-    counts = {key: value for key, value in counts.items() if value is not None}
-    root = write(args.out_dir, image_size=tuple(args.size), seed=args.seed, **counts)
+    if args.style is not None and args.layout != "segmentation":
+        parser.error("--style: only the segmentation layout has styles")
+    options = {"num_train": args.num_train, "num_val": args.num_val, "style": args.style}
+    options = {key: value for key, value in options.items() if value is not None}
+    root = write(args.out_dir, image_size=tuple(args.size), seed=args.seed, **options)
     print(f"synthetic {args.layout} dataset ({', '.join(classes)}) at {root}")
 
 
