@@ -41,7 +41,7 @@ from denseclip import Predictor
 from denseclip.data import ImageReadError, read_image
 from denseclip.data.folder import IMAGE_EXTENSIONS
 from denseclip.exported import ExportedPredictor
-from denseclip.predictor import add_config_arguments, load_config
+from denseclip.predictor import parse_config_arguments
 from denseclip.visualization import class_legend, score_map_figure, score_map_panels
 
 
@@ -140,16 +140,13 @@ def main(argv=None):
     parser.add_argument(
         "--max-class-maps", type=int, default=8, help="with --score-maps (default: 8)"
     )
-    add_config_arguments(
-        parser, "register a dataset folder first, as train_net.py does (class names, colours)"
+    args, cfg = parse_config_arguments(
+        parser, argv, "register a dataset folder first, as train_net.py does (class names, colours)"
     )
-    args = parser.parse_args(argv)
-    setup_logger(name="fvcore")
-    logger = setup_logger()
+    logger = setup_logger()  # detectron2's logger, set up once (setup_logger is cached)
 
     images = expand_inputs(args.input)
     outputs = output_paths(images, args.output)
-    cfg = load_config(args.config_file, args.opts, args.dataset)
     if args.exported:
         if args.weights:
             parser.error("give --weights or --exported, not both")
