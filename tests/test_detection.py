@@ -20,7 +20,7 @@ from helpers import eval_results, load_python_file, run_train_net, tiny_override
 
 from denseclip.config import set_class_names
 from denseclip.data import COCO_CLASSES, SYNTHETIC_DET_CLASSES, KeepRatioResize
-from denseclip.fpn_blocks import LastLevelP6P7NoReLU, with_score_channels
+from denseclip.pyramids import LastLevelP6P7NoReLU, with_score_channels
 from denseclip.losses import box_seg_aux_loss, box_seg_targets
 from denseclip.meta_arch import DenseCLIPGeneralizedRCNN, DenseCLIPRetinaNet
 from denseclip.solver import AdamWWithGradClip

@@ -1,5 +1,5 @@
 """Specification of the deployment export (tools/export_model.py, denseclip.export) and of its
-runtime (denseclip.exported.ExportedPredictor, ONNX Runtime and TorchScript): the exported tiny
+runtime (denseclip.export.ExportedPredictor, ONNX Runtime and TorchScript): the exported tiny
 models predict what denseclip.Predictor predicts, at odd portrait and landscape sizes, with
 the text encoder left out of the graph.
 
@@ -21,7 +21,7 @@ from helpers import load_python_file
 from denseclip import Predictor
 from denseclip.clip.transformer import _traceable_attention
 from denseclip.export import export_model, graph_model
-from denseclip.exported import ExportedPredictor
+from denseclip.export import ExportedPredictor
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

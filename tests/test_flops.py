@@ -16,7 +16,7 @@ from torch import nn
 
 from detectron2.config import LazyConfig, instantiate
 
-from denseclip.flops import (
+from denseclip.analysis.flops import (
     ATTENTION_HANDLES,
     InferenceFlopCountAnalysis,
     fvcore2021_conv_flop_jit,

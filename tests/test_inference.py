@@ -20,7 +20,7 @@ from denseclip.backbone import DenseCLIPBackbone
 from denseclip.checkpoint import DenseCLIPCheckpointer
 from denseclip.data import SYNTHETIC_CLASSES
 from denseclip.data.synthetic import generate_sample
-from denseclip.fuse import fold_batch_norms
+from denseclip.inference.fuse import fold_batch_norms
 from denseclip.prompting import ClassTextPrompts
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

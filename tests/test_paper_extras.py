@@ -24,8 +24,8 @@ from denseclip.checkpoint import (
 )
 from denseclip.checkpoint import imagenet as imagenet_checkpoint
 from denseclip.data.synthetic import generate_sample
-from denseclip.engine import _with_tta
-from denseclip.flops import InferenceFlopCountAnalysis
+from denseclip.engine.train import _with_tta
+from denseclip.analysis.flops import InferenceFlopCountAnalysis
 from denseclip.imagenet_backbone import ImageNetDenseEncoder
 from denseclip.meta_arch import SemanticSegmentorWithTTA
 

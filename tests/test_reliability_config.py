@@ -1,4 +1,4 @@
-"""Checked config overrides (denseclip.overrides): a misspelled key or a value of the wrong type
+"""Checked config overrides (denseclip.config.overrides): a misspelled key or a value of the wrong type
 stops train_net.py's setup, the tools and the Predictor at once, naming the key; every valid key
 (including arguments a config leaves at their default) is accepted."""
 
@@ -13,7 +13,7 @@ from torch import nn
 from detectron2.config import LazyCall as L
 from helpers import REPO_ROOT, TINY_CONFIG, load_python_file
 
-from denseclip.overrides import (
+from denseclip.config.overrides import (
     ConfigOverrideError,
     apply_overrides,
     check_override,
@@ -258,7 +258,7 @@ def test_train_net_setup_stops_before_creating_the_output_folder(tmp_path):
 
 
 def test_tools_load_config_rejects_unknown_keys():
-    from denseclip.predictor import load_config
+    from denseclip.inference.predictor import load_config
 
     with pytest.raises(ConfigOverrideError, match="Did you mean: model.test_mode"):
         load_config(os.path.join(REPO_ROOT, TINY_CONFIG), ["model.test_mod=whole"])

@@ -26,7 +26,7 @@ from helpers import REPO_ROOT, TINY_CONFIG, write_three_class_dataset
 from denseclip.checkpoint import CheckpointReadError, DenseCLIPCheckpointer, NonFiniteWeightsError
 from denseclip.data import register_folder_dataset
 from denseclip.data.availability import DatasetUnavailableError, check_datasets_available
-from denseclip.engine import NonFiniteLossError, _build_trainer, check_run, setup
+from denseclip.engine.train import NonFiniteLossError, _build_trainer, check_run, setup
 
 
 @pytest.fixture

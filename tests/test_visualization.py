@@ -1,4 +1,4 @@
-"""Specification of the score-map pictures (``denseclip.visualization``, ``tools/demo.py
+"""Specification of the score-map pictures (``denseclip.inference.visualization``, ``tools/demo.py
 --score-maps``): panels, titles, the shared colour scale and the legend."""
 
 import os
@@ -17,7 +17,7 @@ from detectron2.data import Metadata
 from denseclip import Predictor
 from denseclip.data import SYNTHETIC_CLASSES
 from denseclip.data.synthetic import generate_sample
-from denseclip.visualization import (
+from denseclip.inference.visualization import (
     class_legend,
     paint_labels,
     save_figure,

@@ -41,7 +41,7 @@ from denseclip.checkpoint import (
 from denseclip.clip import CLIPViTDet
 from denseclip.clip.vitdet import WindowedAttentionBlock, window_attention, window_padding_mask
 from denseclip.data import write_synthetic_detection
-from denseclip.flops import ATTENTION_HANDLES
+from denseclip.analysis.flops import ATTENTION_HANDLES
 from denseclip.meta_arch import SymmetricClampBox2BoxTransform
 from denseclip.solver import clip_vit_lr_decay_rate
 

@@ -71,9 +71,9 @@ from detectron2.utils.events import EventStorage
 from denseclip.backbone import DenseCLIPBackbone
 from denseclip.checkpoint import DenseCLIPCheckpointer
 from denseclip.export import export_model
-from denseclip.exported import ExportedPredictor
-from denseclip.fuse import fold_batch_norms
-from denseclip.predictor import load_config
+from denseclip.export import ExportedPredictor
+from denseclip.inference.fuse import fold_batch_norms
+from denseclip.inference.predictor import load_config
 from denseclip.prompting import ClassTextPrompts
 
 DENSECLIP_CONFIG = "configs/ADE20K/denseclip_fpn_res50_512x512_80k.py"

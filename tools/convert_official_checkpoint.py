@@ -31,7 +31,7 @@ from denseclip.checkpoint import (
     convert_official_state_dict,
     load_official_checkpoint,
 )
-from denseclip.predictor import load_config
+from denseclip.inference.predictor import load_config
 
 
 def convert(src: str, dst: str, config: Optional[str] = None, overrides: Sequence[str] = ()) -> str:

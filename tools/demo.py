@@ -40,9 +40,9 @@ from detectron2.utils.visualizer import Visualizer
 from denseclip import Predictor
 from denseclip.data import ImageReadError, read_image
 from denseclip.data.folder import IMAGE_EXTENSIONS
-from denseclip.exported import ExportedPredictor
-from denseclip.predictor import parse_config_arguments
-from denseclip.visualization import class_legend, score_map_figure, score_map_panels
+from denseclip.export import ExportedPredictor
+from denseclip.inference.predictor import parse_config_arguments
+from denseclip.inference.visualization import class_legend, score_map_figure, score_map_panels
 
 
 def _is_image(path: str) -> bool:

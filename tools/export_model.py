@@ -10,7 +10,7 @@ image encoder, the context decoder and the heads, with the K class text embeddin
 never the text encoder (pre-model prompting, which runs it on every image, is exported whole).
 Segmentation graphs take B×3×H×W images of any size (raw pixels in the model's channel order)
 and return B×K×H×W logits; detection graphs take one 3×H×W image and return the detections at
-that size. Run it with ``denseclip.exported.ExportedPredictor`` or ``tools/demo.py --exported``,
+that size. Run it with ``denseclip.export.ExportedPredictor`` or ``tools/demo.py --exported``,
 which add the config's test-time resize, slide inference and the final rescaling. The export is
 verified against the model before it is kept (module ``denseclip.export``).
 """
@@ -22,7 +22,7 @@ from detectron2.data.detection_utils import read_image
 
 from denseclip import Predictor
 from denseclip.export import EXPORT_FORMATS, export_model
-from denseclip.predictor import parse_config_arguments
+from denseclip.inference.predictor import parse_config_arguments
 
 
 def _megabytes(num_bytes: float) -> float:

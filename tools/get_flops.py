@@ -21,8 +21,8 @@ from fvcore.nn import flop_count_table
 
 from detectron2.config import instantiate
 
-from denseclip.flops import InferenceFlopCountAnalysis
-from denseclip.predictor import load_config
+from denseclip.analysis.flops import InferenceFlopCountAnalysis
+from denseclip.inference.predictor import load_config
 
 
 def argument_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from denseclip import Predictor
 from denseclip.data import read_image
 from denseclip.engine import do_train, setup
-from denseclip.visualization import (
+from denseclip.inference.visualization import (
     class_legend,
     paint_labels,
     save_figure,

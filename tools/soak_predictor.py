@@ -32,7 +32,7 @@ from detectron2.utils.logger import setup_logger
 
 from denseclip import Predictor
 from denseclip.data.synthetic import generate_sample
-from denseclip.predictor import add_config_arguments, load_config
+from denseclip.inference.predictor import add_config_arguments, load_config
 
 PROMPT_MODES = ("none", "fixed", "new")
 FIXED_PROMPTS = ("red circle", "sky")

@@ -11,7 +11,7 @@ size trains without a config edit.
 
 from detectron2.config import LazyCall as L
 
-from denseclip.fpn_blocks import LastLevelP6P7NoReLU
+from denseclip.pyramids import LastLevelP6P7NoReLU
 
 from ..common.models.clip_vitdet import tiny_vit as _tiny_vit
 from ..common.models.clip_vitdet import use_clip_vitdet

@@ -13,7 +13,7 @@ from detectron2.model_zoo import get_config
 
 from denseclip.backbone import FPNWithSideOutputs
 from denseclip.data import COCO_CLASSES
-from denseclip.fpn_blocks import LastLevelP6P7NoReLU, with_score_channels
+from denseclip.pyramids import LastLevelP6P7NoReLU, with_score_channels
 from denseclip.meta_arch import DenseCLIPRetinaNet
 
 from .denseclip_fpn import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD

@@ -7,7 +7,7 @@ P5 (the no-ReLU top block of the ResNet configs, reading P5 as ViTDet's pyramids
 
 from detectron2.config import LazyCall as L
 
-from denseclip.fpn_blocks import LastLevelP6P7NoReLU
+from denseclip.pyramids import LastLevelP6P7NoReLU
 
 from .clip_vitdet import use_clip_vitdet, vitdet_b16
 from .retinanet_denseclip import model

@@ -1,5 +1,5 @@
 """DenseCLIP for Detectron2."""
 
-from .predictor import Predictor
+from .inference import Predictor
 
 __all__ = ["Predictor"]

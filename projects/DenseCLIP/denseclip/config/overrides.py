@@ -129,7 +129,7 @@ def _checkpointer_arguments() -> Dict[str, inspect.Parameter]:
 
 def _tta_arguments() -> Dict[str, inspect.Parameter]:
     """``tta``: ``enabled`` (``--aug-test``) and the arguments of the TTA wrapper."""
-    from .meta_arch import SemanticSegmentorWithTTA
+    from ..meta_arch import SemanticSegmentorWithTTA
 
     return {
         **_keyword_parameters({"enabled": False}),

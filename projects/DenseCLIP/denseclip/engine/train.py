@@ -22,12 +22,12 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from .checkpoint import DenseCLIPCheckpointer
-from .config import dataset_class_names, set_class_names
-from .data import parse_dataset_arg, register_folder_dataset
-from .data.availability import check_datasets_available
-from .meta_arch import SemanticSegmentorWithTTA
-from .overrides import apply_overrides
+from ..checkpoint import DenseCLIPCheckpointer
+from ..config import dataset_class_names, set_class_names
+from ..data import parse_dataset_arg, register_folder_dataset
+from ..data.availability import check_datasets_available
+from ..meta_arch import SemanticSegmentorWithTTA
+from ..config import apply_overrides
 
 __all__ = [
     "NonFiniteLossError",
@@ -46,7 +46,7 @@ _AMP_PRECISIONS = ("float16", "bfloat16")
 
 def setup(args):
     """Loads the config, registers ``--dataset`` folders, applies the checked overrides
-    (:mod:`denseclip.overrides`) and the dataset's classes, checks what can fail before anything
+    (:mod:`denseclip.config.overrides`) and the dataset's classes, checks what can fail before anything
     is built (:func:`check_run`), and sets up logging and the output folder (detectron2's
     ``default_setup``)."""
     for spec in args.dataset or ():

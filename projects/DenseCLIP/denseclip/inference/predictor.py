@@ -23,12 +23,12 @@ from detectron2.data import Metadata, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.utils.logger import setup_logger
 
-from .backbone import DenseCLIPBackbone
-from .checkpoint import DenseCLIPCheckpointer
-from .config import dataset_class_names, default_device, set_class_names
-from .data import parse_dataset_arg, register_folder_dataset
+from ..backbone import DenseCLIPBackbone
+from ..checkpoint import DenseCLIPCheckpointer
+from ..config import dataset_class_names, default_device, set_class_names
+from ..data import parse_dataset_arg, register_folder_dataset
 from .fuse import fold_batch_norms
-from .overrides import apply_overrides
+from ..config import apply_overrides
 
 __all__ = [
     "ImagePipeline",
@@ -46,7 +46,7 @@ _FORMATS = ("BGR", "RGB")
 def load_config(
     config_file: str, opts: Sequence[str] = (), datasets: Sequence[str] = ()
 ) -> DictConfig:
-    """A LazyConfig with checked ``key=value`` overrides (:mod:`denseclip.overrides`: an unknown
+    """A LazyConfig with checked ``key=value`` overrides (:mod:`denseclip.config.overrides`: an unknown
     key or a value of the wrong type stops with the key named), after registering ``NAME=ROOT``
     dataset folders (``--dataset`` of train_net.py), for command-line tools."""
     for spec in datasets:
@@ -93,7 +93,7 @@ class ImagePipeline:
         input_format: channel order of the images given to the predictor, "BGR" (OpenCV,
             detectron2's default) or "RGB".
         overrides: ``key=value`` config overrides, checked like train_net.py's
-            (:func:`denseclip.overrides.apply_overrides`), applied to the (copied) config.
+            (:func:`denseclip.config.overrides.apply_overrides`), applied to the (copied) config.
 
     Attributes:
         cfg: the config with the overrides and the test dataset's class names. input_format.
@@ -168,11 +168,11 @@ class Predictor(ImagePipeline):
         input_format: channel order of the images given to the predictor, "BGR" (OpenCV,
             detectron2's default) or "RGB".
         device: "cpu", "cuda", ...; default ``cfg.train.device``.
-        fold_bn: fold BatchNorms into the convolutions before them (:mod:`denseclip.fuse`),
+        fold_bn: fold BatchNorms into the convolutions before them (:mod:`denseclip.inference.fuse`),
             which makes inference faster; outputs equal the unfolded model's up to float
             rounding.
         overrides: ``key=value`` config overrides, checked like train_net.py's
-            (:func:`denseclip.overrides.apply_overrides`), applied to the (copied) config.
+            (:func:`denseclip.config.overrides.apply_overrides`), applied to the (copied) config.
 
     Threads: one Predictor may be shared by several threads, but it runs one call at a time (a
     lock around the model): the model holds state that calls mutate (the cached class

@@ -23,9 +23,9 @@ from omegaconf import DictConfig
 
 from detectron2.structures import Boxes, Instances
 
-from .export import METADATA_KEY, ExportMetadata
-from .meta_arch import rescale_detections, segment_image
-from .predictor import ImagePipeline
+from .tracing import METADATA_KEY, ExportMetadata
+from ..meta_arch import rescale_detections, segment_image
+from ..inference.predictor import ImagePipeline
 
 __all__ = ["BACKENDS", "ExportedGraph", "ExportedPredictor"]
 

@@ -21,7 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from detectron2.layers import Conv2d as D2Conv2d
 from detectron2.layers import FrozenBatchNorm2d
 
-from .clip.resnet import Bottleneck, CLIPResNet
+from ..clip.resnet import Bottleneck, CLIPResNet
 
 __all__ = ["fold_batch_norms"]
 

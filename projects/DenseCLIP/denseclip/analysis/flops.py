@@ -30,7 +30,7 @@ from torch import nn
 
 from detectron2.utils.analysis import FlopCountAnalysis, parameter_count
 
-from .prompting import ClassTextPrompts
+from ..prompting import ClassTextPrompts
 
 __all__ = [
     "ATTENTION_HANDLES",

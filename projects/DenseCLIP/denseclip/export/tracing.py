@@ -14,7 +14,7 @@ Both formats come from one trace (``torch.jit.trace``, and for ONNX the TorchScr
   channel order, with dynamic batch, height and width → B×K×H×W logits (normalisation, padding
   to a multiple of 32 and cropping back are in the graph). Whole inference runs it on the
   image; slide inference runs it on the batch of windows from the project's own window logic
-  (:func:`denseclip.meta_arch.segment_image`), see :class:`denseclip.exported.ExportedPredictor`.
+  (:func:`denseclip.meta_arch.segment_image`), see :class:`denseclip.export.ExportedPredictor`.
 - detection (detectron2's :class:`~detectron2.export.TracingAdapter`, as detectron2's
   ``tools/deploy/export_model.py``): 3×H×W image (dynamic H, W) → the fields of the detections
   at that size, as the model's own inference gives them: RetinaNet's ``forward``, R-CNN's
@@ -46,12 +46,12 @@ from detectron2.export.flatten import InstancesSchema, TensorWrapSchema
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.modeling.backbone import SwinTransformer
 
-from .backbone import DenseCLIPBackbone
-from .clip import CLIPViTDet
-from .clip.transformer import ResidualAttentionBlock
-from .fuse import fold_batch_norms
-from .meta_arch import DenseCLIPSemanticSegmentor
-from .prompting import ClassTextPrompts
+from ..backbone import DenseCLIPBackbone
+from ..clip import CLIPViTDet
+from ..clip.transformer import ResidualAttentionBlock
+from ..inference.fuse import fold_batch_norms
+from ..meta_arch import DenseCLIPSemanticSegmentor
+from ..prompting import ClassTextPrompts
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -292,7 +292,7 @@ def _verification_error(
 
     Segmentation: logits within 1e-3 of their range. Detection: as many detections, and the
     same scores (sorted: near-ties may come out in another order)."""
-    from .exported import ExportedGraph
+    from .runtime import ExportedGraph
 
     with torch.no_grad():
         expected = module(sample)

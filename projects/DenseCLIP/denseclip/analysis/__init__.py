@@ -1,0 +1,1 @@
+"""Measurements of a model: FLOPs and parameters."""
