@@ -1,12 +1,10 @@
 """`make demo`: configs/Synthetic/denseclip_fpn_tiny.py made to segment the synthetic shapes.
 
-Five changes, each needed: the ``synthetic_demo`` dataset (1024 training images whose 3–8 shapes
-never overlap, instead of 64 with 1–4 overlapping shapes), deeper stages (res3 2 blocks, res4 4,
-res5 2: a receptive field that covers a whole shape), a 3× higher learning rate, 1500 iterations
-(the shapes are learnt late, while the learning rate decays: 1000 iterations at 128² reached only
-84.8, 67.2 and 77.9 val mIoU with seeds 0, 1, 2) and the network at 96² instead of 128² (0.7× the
-time per iteration, so that the demo takes about 5 minutes on 2 cores). Measured val mIoU in the
-README's demo section.
+The ``synthetic_demo`` dataset (1024 images of 3–8 shapes that never overlap), deeper stages
+(res3 2 blocks, res4 4, res5 2: a receptive field that covers a whole shape), a 3× higher
+learning rate, 1500 iterations (the shapes are learnt late, while the learning rate decays), and
+the network at 96² to keep the demo at about 6 minutes on 2 CPU cores. Why each change, and the
+alternatives measured: docs/development.md ("The demo").
 """
 
 from detectron2.config import LazyCall as L

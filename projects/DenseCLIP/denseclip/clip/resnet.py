@@ -86,9 +86,7 @@ class AttentionPool2d(nn.Module):
     """
 
     #: Most attention-weight elements (batch × heads × queries × tokens) computed at once: 2**27,
-    #: 512 MiB in float32. Training and evaluation at the paper's sizes take one chunk (RN50:
-    #: 32 × 1051² = 35 M an image at 1333×800, 2.1 M a 512² window); an RN50 pool on a 4000×3000
-    #: image in whole mode takes 33 chunks instead of 17.7 G elements (66 GiB) at once.
+    #: 512 MiB in float32; every training and test size of the paper takes one chunk.
     max_attention_elements = 2**27
 
     def __init__(

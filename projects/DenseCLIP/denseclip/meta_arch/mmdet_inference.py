@@ -22,15 +22,8 @@ RetinaNet (mmdet ``AnchorHead._get_bboxes`` + ``multiclass_nms``), per image:
   deltas dw, dh to ``[-log(1000/16), log(1000/16)]``, detectron2's :class:`Box2BoxTransform`
   only from above: :class:`SymmetricClampBox2BoxTransform` in ``box2box_transform``.
 
-Everything else already agrees (read from both sources): anchors (mmdet's ``center_offset=0``
-is detectron2's ``offset=0``), sigmoid scores, thresholds (> 0.05), mmcv's NMS (IoU strictly
-above the threshold suppresses; per class through the same coordinate-offset trick), the RPN
-(per-level top 1000 by score, decode clipped to the image, boxes of zero width or height
-removed, NMS 0.7 per level, top 1000), the R-CNN box step (softmax, decode clipped to the image,
-score > 0.05, per-class NMS 0.5, top 100), RoIAlign level mapping and mask pasting
-(``_do_paste_mask``, threshold ≥ 0.5). mmdet runs its NMS on boxes already rescaled to the
-original image, detectron2 on the resized image: IoU is invariant to scaling each axis, so only
-float round-off differs.
+Everything else (anchors, thresholds, NMS, the RPN, the R-CNN box step, RoIAlign, mask pasting)
+already agrees; docs/development.md ("Official detection inference") lists what was compared.
 """
 
 from typing import Dict, List, Tuple

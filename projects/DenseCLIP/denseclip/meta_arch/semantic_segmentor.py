@@ -116,20 +116,13 @@ class DenseCLIPSemanticSegmentor(SemanticSegmentor):
             padded to at least ``crop_size`` (images with 0, labels with the ignore value), as
             mmseg pads every training crop, so that the "all_pixels" loss mean is taken over the
             same number of pixels.
-        slide_batch_size: windows run through the network together in slide inference. Memory
-            grows with it, not with the image (a 4000×3000 image has 1645 windows of 128 at
-            stride 85); 8 runs every ADE20K val image (2–6 windows of 512) in one batch. The
-            logits do not depend on it beyond float rounding.
-        pad_windows: how a window (the image, in whole mode) whose sides are not multiples of
-            the backbone's ``size_divisibility`` (32) runs through the network. False (official,
-            mmseg): at its own size, each level as the strided layers round it (the FPN and the
-            head follow those sizes); only a side shorter than 32, which the official encoders
-            cannot take (the CLIP ViT needs 32 pixels, the CLIP ResNet 31), is padded up to 32.
-            True (detectron2's convention): padded at the bottom and right with zeros (the
-            normalised mean) to the next multiple of 32, the logits cropped back. Both give the
-            same logits, bit for bit, on windows whose sides are multiples of 32: every 512²
-            (ViT-B: 640²) window of an image at least that large. Smaller windows (panoramas,
-            the multi-scale test's small ratios, whole mode) differ.
+        slide_batch_size: windows run through the network together in slide inference: memory
+            grows with it, not with the image; the logits do not depend on it beyond rounding.
+        pad_windows: False (official, mmseg): a window (the image, in whole mode) runs at its
+            own size, each level as the strided layers round it; only sides under 32, which the
+            encoders cannot take, are padded up to 32. True (detectron2): zero-padded at the bottom and right to a multiple of
+            ``size_divisibility``, the logits cropped back. The two agree on windows whose sides
+            are multiples of 32.
     """
 
     def __init__(
