@@ -27,6 +27,7 @@ from denseclip.analysis.benchmark import (
     interleaved_times,
     model_of,
     num_classes,
+    operator_table,
     peak_memory_mb,
     print_report,
     print_train_memory,
@@ -164,6 +165,11 @@ def test_stage_times_hooks_the_parts_and_removes_its_hooks():
     assert parts["text encoder"] == parts["context decoder"] == 0
     assert parts["total"] >= parts["image encoder"] > 0
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_operator_table_names_the_operators_of_the_call():
+    table = operator_table(lambda: torch.ones(8, 8).mm(torch.ones(8, 8)), "cpu")
+    assert "aten::mm" in table and "Self CPU" in table
 
 
 # ----------------------------------------------------------------------------- memory, runner
