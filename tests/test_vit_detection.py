@@ -286,27 +286,6 @@ def test_benchmark_times_and_measures_a_vit_detector(capsys):
     assert memory["train_peak_mb"] > 0 and memory["model_mb"] > 0
 
 
-def test_benchmark_leaves_the_onnxruntime_variant_out_for_detectors():
-    tool = load_python_file("tools/benchmark.py")
-    variants = ["denseclip", "denseclip-onnxruntime"]
-    assert tool.detection_variants(variants, default=True) == ["denseclip"]
-    with pytest.raises(ValueError, match="denseclip-onnxruntime: the ONNX Runtime variant"):
-        tool.detection_variants(variants, default=False)
-
-
-@pytest.mark.parametrize("kernel, materialised", [("fused", False), ("math", True)])
-def test_benchmark_attention_kernel_switch(kernel, materialised):
-    """``--attention-kernel math`` runs attention with PyTorch's math kernel, which computes the
-    softmax of the whole attention matrix; the fused default does not."""
-    tool = load_python_file("tools/benchmark.py")
-    args = tool.parse_args(["--attention-kernel", kernel, "--device", "cpu"])
-    q = torch.randn(1, 2, 16, 8, requires_grad=True)
-    with torch.profiler.profile() as profile, tool._numerics(args):
-        F.scaled_dot_product_attention(q, q, q).sum().backward()
-    ops = {event.key for event in profile.key_averages()}
-    assert any("softmax" in op for op in ops) == materialised, sorted(ops)
-
-
 # ----------------------------------------------------------------------------- tiny detectors
 
 

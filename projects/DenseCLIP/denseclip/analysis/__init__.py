@@ -1,1 +1,2 @@
-"""Measurements of a model: FLOPs and parameters."""
+"""Measurements of a model: FLOPs and parameters (flops); latency, peak memory and training-step
+time (benchmark)."""
