@@ -73,7 +73,7 @@ from denseclip.checkpoint import DenseCLIPCheckpointer
 from denseclip.export import export_model
 from denseclip.export import ExportedPredictor
 from denseclip.inference.fuse import fold_batch_norms
-from denseclip.inference.predictor import load_config
+from denseclip.config import load_config
 from denseclip.prompting import ClassTextPrompts
 
 DENSECLIP_CONFIG = "configs/ADE20K/denseclip_fpn_res50_512x512_80k.py"
@@ -638,7 +638,7 @@ def benchmark(args) -> Dict:
     the ONNX export)."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.cfg = load_config(args.config_file, args.opts)
+    args.cfg, _ = load_config(args.config_file, args.opts)
     if is_detector(args.cfg):
         args.variants = detection_variants(args.variants, args.default_variants)
     # the models the variants ask for: "denseclip", "baseline" or both
@@ -648,7 +648,7 @@ def benchmark(args) -> Dict:
     if "baseline" not in args.models:
         args.baseline_config_file, args.baseline_cfg = None, args.cfg
     else:
-        args.baseline_cfg = load_config(args.baseline_config_file, args.opts)
+        args.baseline_cfg, _ = load_config(args.baseline_config_file, args.opts)
     if is_detector(args.cfg) != is_detector(args.baseline_cfg):
         kinds = {True: "a detector", False: "a semantic segmentation model"}
         raise ValueError(
