@@ -13,6 +13,7 @@ from torch import nn
 from detectron2.config import LazyCall as L
 from helpers import REPO_ROOT, TINY_CONFIG, load_python_file
 
+from denseclip.config import RUN_CONFIG_KEYS
 from denseclip.config.overrides import (
     ConfigOverrideError,
     apply_overrides,
@@ -23,7 +24,7 @@ from denseclip.config.overrides import (
 
 def _rejected(cfg, override: str) -> str:
     with pytest.raises(ConfigOverrideError) as error:
-        apply_overrides(cfg, [override])
+        apply_overrides(cfg, [override], RUN_CONFIG_KEYS)
     return str(error.value)
 
 
@@ -55,7 +56,9 @@ def test_unknown_top_level_and_dataloader_keys_are_rejected(tiny_config):
 def test_argument_the_config_leaves_at_its_default_is_accepted(tiny_config):
     bottom_up = tiny_config.model.backbone.bottom_up
     assert "score_concat_feature" not in bottom_up
-    apply_overrides(tiny_config, ["model.backbone.bottom_up.score_concat_feature=res4"])
+    apply_overrides(
+        tiny_config, ["model.backbone.bottom_up.score_concat_feature=res4"], RUN_CONFIG_KEYS
+    )
     assert bottom_up.score_concat_feature == "res4"
 
 
@@ -63,7 +66,7 @@ def test_kwargs_are_followed_into_the_base_class_configurable_init(tiny_config):
     # DenseCLIPSemSegFPNHead(**kwargs) -> detectron2's @configurable SemSegFPNHead.__init__
     head = tiny_config.model.sem_seg_head
     del head["loss_weight"]
-    apply_overrides(tiny_config, ["model.sem_seg_head.loss_weight=0.5"])
+    apply_overrides(tiny_config, ["model.sem_seg_head.loss_weight=0.5"], RUN_CONFIG_KEYS)
     assert head.loss_weight == 0.5
     message = _rejected(tiny_config, "model.sem_seg_head.loss_wieght=0.5")
     assert "Did you mean: model.sem_seg_head.loss_weight" in message
@@ -112,6 +115,7 @@ def test_plain_dicts_the_training_loop_reads_take_their_consumers_arguments(tiny
             "tta.scales=[0.5,1]",
             "tta.base_size=[256,64]",
         ],
+        RUN_CONFIG_KEYS,
     )
     assert tiny_config.tta.scales == [0.5, 1] and tiny_config.train.amp.precision == "bfloat16"
     assert "Did you mean: train.amp.precision" in _rejected(tiny_config, "train.amp.precison=x")
@@ -128,6 +132,7 @@ def test_custom_keys_take_any_name_but_only_lr_mult_and_decay_mult(tiny_config):
             "optimizer.params.custom_keys.head={lr_mult:10}",
             "optimizer.params.custom_keys={bottom_up.image_encoder.:{lr_mult:0.5}}",
         ],
+        RUN_CONFIG_KEYS,
     )
     rules = tiny_config.optimizer.params.custom_keys
     assert rules["head"] == {"lr_mult": 10} and rules["bottom_up.image_encoder."]["lr_mult"] == 0.5
@@ -181,6 +186,7 @@ def test_fitting_values_are_accepted(tiny_config):
             "train.init_checkpoint=''",
             "model.backbone.bottom_up.score_scale=${model.tau}",  # an interpolation
         ],
+        RUN_CONFIG_KEYS,
     )
     assert tiny_config.model.backbone.bottom_up.context_decoder is None
 
@@ -225,12 +231,13 @@ def test_every_value_and_every_target_argument_of_a_config_is_a_valid_override(
     checked = 0
     for parts, value in _leaves(cfg):
         if isinstance(value, PRIMITIVES):
-            check_override(cfg, list(parts), value)
+            check_override(cfg, list(parts), value, RUN_CONFIG_KEYS)
             checked += 1
     for parts, node in _target_nodes(cfg):
         for argument, param in target_arguments(node["_target_"])[0].items():
             if argument not in node and isinstance(param.default, PRIMITIVES):
-                check_override(cfg, [*parts, argument], param.default)  # as the config left it
+                # as the config left it
+                check_override(cfg, [*parts, argument], param.default, RUN_CONFIG_KEYS)
                 checked += 1
     assert checked > 100
 
@@ -258,7 +265,7 @@ def test_train_net_setup_stops_before_creating_the_output_folder(tmp_path):
 
 
 def test_tools_load_config_rejects_unknown_keys():
-    from denseclip.inference.predictor import load_config
+    from denseclip.config import load_config
 
     with pytest.raises(ConfigOverrideError, match="Did you mean: model.test_mode"):
         load_config(os.path.join(REPO_ROOT, TINY_CONFIG), ["model.test_mod=whole"])
@@ -277,3 +284,20 @@ def test_predictor_applies_checked_overrides(tiny_config):
         Predictor(tiny_config, "", overrides=["model.test_mod=slide"])
     predictor = Predictor(tiny_config, "", overrides=["model.test_mode=slide"])
     assert predictor.cfg.model.test_mode == "slide" and tiny_config.model.test_mode == "whole"
+
+
+def test_load_config_sets_the_class_names_of_the_chosen_split_on_a_copy(tiny_config):
+    from detectron2.data import MetadataCatalog
+
+    from denseclip.config import load_config
+
+    MetadataCatalog.get("_test_load_config_classes").set(stuff_classes=["road", "sky"])
+    override = ["dataloader.test.dataset.names=_test_load_config_classes"]
+    cfg, class_names = load_config(tiny_config, override)
+    assert class_names == ["road", "sky"]
+    assert list(cfg.model.backbone.bottom_up.prompts.class_names) == ["road", "sky"]
+    assert cfg.model.sem_seg_head.num_classes == 2
+    assert tiny_config.model.sem_seg_head.num_classes == 5  # the given config is not modified
+    assert "_test_load_config_classes" not in str(tiny_config.dataloader.test.dataset.names)
+    cfg, class_names = load_config(tiny_config, override, split="train")  # synthetic: as is
+    assert class_names is None and cfg.model.sem_seg_head.num_classes == 5

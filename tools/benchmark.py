@@ -76,7 +76,7 @@ from denseclip.analysis.benchmark import (
     train_step_times,
     training_memory,
 )
-from denseclip.inference.predictor import load_config
+from denseclip.config import load_config
 
 DENSECLIP_CONFIG = "configs/ADE20K/denseclip_fpn_res50_512x512_80k.py"
 BASELINE_CONFIG = "configs/ADE20K/fpn_clipres50_512x512_80k.py"
@@ -172,7 +172,7 @@ def benchmark(args) -> Dict:
     the ONNX export)."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config_file, args.opts)
+    cfg, _ = load_config(args.config_file, args.opts)
     if is_detector(cfg):
         args.variants = detection_variants(args.variants, args.default_variants)
     # the models the variants ask for: "denseclip", "baseline" or both
@@ -182,7 +182,7 @@ def benchmark(args) -> Dict:
     if "baseline" not in args.models:
         args.baseline_config_file, baseline_cfg = None, cfg
     else:
-        baseline_cfg = load_config(args.baseline_config_file, args.opts)
+        baseline_cfg, _ = load_config(args.baseline_config_file, args.opts)
     if is_detector(cfg) != is_detector(baseline_cfg):
         kinds = {True: "a detector", False: "a semantic segmentation model"}
         raise ValueError(

@@ -31,7 +31,7 @@ from denseclip.checkpoint import (
     convert_official_state_dict,
     load_official_checkpoint,
 )
-from denseclip.inference.predictor import load_config
+from denseclip.config import load_config
 
 
 def convert(src: str, dst: str, config: Optional[str] = None, overrides: Sequence[str] = ()) -> str:
@@ -44,7 +44,7 @@ def convert(src: str, dst: str, config: Optional[str] = None, overrides: Sequenc
     conversion = convert_official_state_dict(state_dict, source=src)
     checked = ""
     if config:
-        cfg = load_config(config, overrides)
+        cfg, _ = load_config(config, overrides)
         model = instantiate(cfg.model)
         check_matches_model(conversion.state_dict, model.state_dict(), src, config)
         check_class_names(meta.get("CLASSES"), model, config)

@@ -41,7 +41,7 @@ from denseclip import Predictor
 from denseclip.data import ImageReadError, read_image
 from denseclip.data.folder import IMAGE_EXTENSIONS
 from denseclip.export import ExportedPredictor
-from denseclip.inference.predictor import parse_config_arguments
+from denseclip.config import parse_config_arguments
 from denseclip.inference.visualization import class_legend, score_map_figure, score_map_panels
 
 

@@ -20,7 +20,7 @@ import torch
 
 
 from denseclip import Predictor
-from denseclip.inference.predictor import parse_config_arguments
+from denseclip.config import parse_config_arguments
 from denseclip.prompting import ClassTextPrompts
 
 

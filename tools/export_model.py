@@ -22,7 +22,7 @@ from detectron2.data.detection_utils import read_image
 
 from denseclip import Predictor
 from denseclip.export import EXPORT_FORMATS, export_model
-from denseclip.inference.predictor import parse_config_arguments
+from denseclip.config import parse_config_arguments
 
 
 def _megabytes(num_bytes: float) -> float:

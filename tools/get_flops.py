@@ -22,7 +22,7 @@ from fvcore.nn import flop_count_table
 from detectron2.config import instantiate
 
 from denseclip.analysis.flops import InferenceFlopCountAnalysis
-from denseclip.inference.predictor import load_config
+from denseclip.config import load_config
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     args = argument_parser().parse_args(argv)
     height, width = args.shape
 
-    cfg = load_config(args.config_file, args.opts)
+    cfg, _ = load_config(args.config_file, args.opts)
     model = instantiate(cfg.model).to(torch.device(args.device))
     analysis = InferenceFlopCountAnalysis(model, (height, width), fvcore2021=args.fvcore2021)
     result = analysis.complexity()

@@ -32,7 +32,7 @@ from detectron2.utils.logger import setup_logger
 
 from denseclip import Predictor
 from denseclip.data.synthetic import generate_sample
-from denseclip.inference.predictor import add_config_arguments, load_config
+from denseclip.config import add_config_arguments, load_config
 
 PROMPT_MODES = ("none", "fixed", "new")
 FIXED_PROMPTS = ("red circle", "sky")
@@ -125,7 +125,7 @@ def main(argv=None) -> Dict[str, float]:
     args = parser.parse_args(argv)
     setup_logger()
 
-    cfg = load_config(args.config_file, args.opts, args.dataset)
+    cfg, _ = load_config(args.config_file, args.opts, args.dataset)
     predictor = Predictor(cfg, args.weights, device=args.device)
     image, _ = generate_sample(seed=0, split_index=0, index=0, image_size=tuple(args.size))
     tenth = max(args.num_calls // 10, 1)

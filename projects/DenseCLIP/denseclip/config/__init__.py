@@ -1,15 +1,29 @@
 """Loading a LazyConfig for a run: checked overrides and the dataset's class names."""
 
-from .loading import dataset_class_names, dataset_name_list, default_device, set_class_names
-from .overrides import ConfigOverrideError, apply_overrides, check_override, parse_overrides
+from .arguments import add_config_arguments, parse_config_arguments
+from .loading import (
+    LoadedConfig,
+    dataset_class_names,
+    dataset_name_list,
+    default_device,
+    load_config,
+    set_class_names,
+)
+from .overrides import ConfigKeys, ConfigOverrideError, apply_overrides, check_override
+from .run_keys import RUN_CONFIG_KEYS
 
 __all__ = [
+    "ConfigKeys",
     "ConfigOverrideError",
+    "LoadedConfig",
+    "RUN_CONFIG_KEYS",
+    "add_config_arguments",
     "apply_overrides",
     "check_override",
     "dataset_class_names",
     "dataset_name_list",
     "default_device",
-    "parse_overrides",
+    "load_config",
+    "parse_config_arguments",
     "set_class_names",
 ]

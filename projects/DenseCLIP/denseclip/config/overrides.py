@@ -1,22 +1,16 @@
 """Checked ``key=value`` config overrides: a misspelled key or a value of the wrong type stops
-with an error naming the key, instead of being added to the config and silently ignored
-(detectron2's ``LazyConfig.apply_overrides`` accepts any key).
+with an error naming the key and the closest valid key, instead of being added to the config and
+silently ignored (detectron2's ``LazyConfig.apply_overrides`` accepts any key).
 
 What a key may name, node by node along its dotted path:
 
 - a node with a ``_target_`` (``LazyCall``): its existing keys and every argument of the target
-  (``model.backbone.bottom_up.score_concat_feature=res4`` is valid although the config leaves
-  it at its default). A class's ``**kwargs`` are followed into its base classes' ``__init__``
-  (:func:`target_arguments`); a function with ``**kwargs`` takes any name. detectron2's
-  ``@configurable`` callables are checked against the wrapped signature (``instantiate`` calls
-  them with keyword arguments, never with a ``cfg``);
-- a plain dict that the training loop reads (:data:`PLAIN_DICT_KEYS`): its existing keys and
-  the arguments of whatever consumes it (``train.ddp``: ``DistributedDataParallel``,
-  ``train.checkpointer``: ``PeriodicCheckpointer``, ``tta``: the TTA wrapper plus ``enabled``,
-  ``train.amp``: ``enabled`` and ``precision``), or a few known extras (``train.seed``);
+  (:func:`target_arguments`), also those the config leaves at their default;
+- a plain dict listed in :attr:`ConfigKeys.plain_dicts` (e.g. ``train.amp``, read by a training
+  loop): its existing keys and the listed ones;
 - a plain dict given as an argument of a target (``optimizer.params.custom_keys``): any key, the
-  target decides; entries of mappings with a known schema (:data:`ARGUMENT_ENTRY_KEYS`, the
-  ``{lr_mult, decay_mult}`` rules) only the schema's keys;
+  target decides; entries of a mapping listed in :attr:`ConfigKeys.argument_entries` only the
+  listed keys;
 - any other plain dict (the root, ``dataloader``): its existing keys only;
 - a list: an index inside it.
 
@@ -26,38 +20,62 @@ float, a string for a string, a list for a list or tuple (numbers for numbers, s
 strings), a dict for a config node (checked key by key), ``null`` only where ``None`` is the
 current value or default, the annotation is ``Optional``, or a config node is turned off
 (``model.backbone.bottom_up.context_decoder=null``). Values of other types (classes, functions,
-interpolations that cannot be resolved) are not checked.
+interpolations) are not checked.
+
+This module knows nothing of the project: what a config may hold beyond its targets' signatures
+comes in as a :class:`ConfigKeys`.
 """
 
 import difflib
 import functools
 import inspect
 import typing
+from collections import abc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from detectron2.config import LazyConfig
+from detectron2.utils.registry import locate
 
 __all__ = [
-    "ARGUMENT_ENTRY_KEYS",
+    "ConfigKeys",
     "ConfigOverrideError",
-    "PLAIN_DICT_KEYS",
     "apply_overrides",
     "check_override",
-    "parse_overrides",
+    "consumer_arguments",
+    "keyword_parameters",
+    "target_arguments",
 ]
 
 _MISSING = object()
+
+#: {name: the argument (its default and annotation decide the type a new value must have)}
+Parameters = Dict[str, inspect.Parameter]
 
 
 class ConfigOverrideError(ValueError):
     """A ``key=value`` override names no valid key, or gives a value of the wrong type."""
 
 
-def _parameters(callable_: Callable, skip_first: bool = False) -> Tuple[Dict, bool]:
+@dataclass(frozen=True)
+class ConfigKeys:
+    """What a config may hold that no target's signature says.
+
+    Attributes:
+        plain_dicts: {dotted path of a plain dict: the keys it may hold besides its existing
+            ones}, e.g. the arguments of whatever reads it (``""`` is the config root).
+        argument_entries: {(target, argument): the keys of each entry of that mapping argument},
+            e.g. ``{lr_mult, decay_mult}`` for every rule of a parameter-group function.
+    """
+
+    plain_dicts: Mapping[str, Parameters] = field(default_factory=dict)
+    argument_entries: Mapping[Tuple[Callable, str], Parameters] = field(default_factory=dict)
+
+
+def _parameters(callable_: Callable, skip_first: bool = False) -> Tuple[Parameters, bool]:
     """({name: inspect.Parameter}, takes any other name) of a callable's keyword arguments."""
     try:
         signature = inspect.signature(callable_)
@@ -71,17 +89,18 @@ def _parameters(callable_: Callable, skip_first: bool = False) -> Tuple[Dict, bo
 
 
 @functools.lru_cache(maxsize=None)
-def target_arguments(target: Callable) -> Tuple[Dict[str, inspect.Parameter], bool]:
+def target_arguments(target: Callable) -> Tuple[Parameters, bool]:
     """The keyword arguments ``instantiate`` may pass to ``target``, and whether it takes any
     other name.
 
     A class's ``__init__`` with ``**kwargs`` is followed into its base classes' ``__init__``
     until one without ``**kwargs``. If the chain reaches ``nn.Module`` or ``object``, which take
     no keyword arguments, the class must use its ``**kwargs`` otherwise: it takes any name, as
-    a function with ``**kwargs`` does."""
+    a function with ``**kwargs`` does. detectron2's ``@configurable`` callables give their
+    wrapped signature (``instantiate`` calls them with keyword arguments, never a ``cfg``)."""
     if not isinstance(target, type):
         return _parameters(target)
-    names: Dict[str, inspect.Parameter] = {}
+    names: Parameters = {}
     for klass in target.__mro__:
         if klass in (object, nn.Module):
             return names, True
@@ -95,69 +114,18 @@ def target_arguments(target: Callable) -> Tuple[Dict[str, inspect.Parameter], bo
     return names, False
 
 
-def _keyword_parameters(defaults: Dict[str, Any]) -> Dict[str, inspect.Parameter]:
+def keyword_parameters(**defaults) -> Parameters:
+    """Keys given by their defaults, for :class:`ConfigKeys` (``enabled=False``: a bool)."""
     return {
         name: inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value)
         for name, value in defaults.items()
     }
 
 
-def _arguments_without_first(target: Callable) -> Dict[str, inspect.Parameter]:
-    params, _ = target_arguments(target)
-    return dict(list(params.items())[1:])
-
-
-def _ddp_arguments() -> Dict[str, inspect.Parameter]:
-    """``train.ddp``: ``create_ddp_model(model, **ddp)`` → ``DistributedDataParallel(model,
-    **kwargs)``."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    from detectron2.engine.defaults import create_ddp_model
-
-    return {
-        **_arguments_without_first(DistributedDataParallel),
-        **_arguments_without_first(create_ddp_model),
-    }
-
-
-def _checkpointer_arguments() -> Dict[str, inspect.Parameter]:
-    """``train.checkpointer``: ``hooks.PeriodicCheckpointer(checkpointer, **checkpointer)``."""
-    from detectron2.engine.hooks import PeriodicCheckpointer
-
-    return _arguments_without_first(PeriodicCheckpointer)
-
-
-def _tta_arguments() -> Dict[str, inspect.Parameter]:
-    """``tta``: ``enabled`` (``--aug-test``) and the arguments of the TTA wrapper."""
-    from ..meta_arch import SemanticSegmentorWithTTA
-
-    return {
-        **_keyword_parameters({"enabled": False}),
-        **_arguments_without_first(SemanticSegmentorWithTTA),
-    }
-
-
-#: Plain dicts the training loop reads, by dotted path: the keys they may hold besides their
-#: existing ones (functions, so that the signatures are read only when needed).
-PLAIN_DICT_KEYS: Dict[str, Callable[[], Dict[str, inspect.Parameter]]] = {
-    "": lambda: _keyword_parameters({"tta": {}}),
-    # read by detectron2's default_setup
-    "train": lambda: _keyword_parameters({"seed": -1, "cudnn_benchmark": False}),
-    "train.amp": lambda: _keyword_parameters({"enabled": False, "precision": "float16"}),
-    "train.ddp": _ddp_arguments,
-    "train.checkpointer": _checkpointer_arguments,
-    "tta": _tta_arguments,
-}
-
-
-def _param_group_rule_keys() -> Dict[str, inspect.Parameter]:
-    return _keyword_parameters({"lr_mult": 1.0, "decay_mult": 1.0})
-
-
-#: Mapping arguments whose entries have fixed keys: (target's qualified name, argument) → keys.
-ARGUMENT_ENTRY_KEYS: Dict[Tuple[str, str], Callable[[], Dict[str, inspect.Parameter]]] = {
-    ("denseclip.solver.param_groups_by_keys", "custom_keys"): _param_group_rule_keys,
-}
+def consumer_arguments(consumer: Callable) -> Parameters:
+    """The keys of a plain dict that is read as ``consumer(obj, **that_dict)``: its arguments
+    after the first, for :class:`ConfigKeys`."""
+    return dict(list(target_arguments(consumer)[0].items())[1:])
 
 
 def _qualified_name(target) -> str:
@@ -167,8 +135,6 @@ def _qualified_name(target) -> str:
 def _locate(target):
     if not isinstance(target, str):
         return target
-    from detectron2.utils.registry import locate
-
     try:
         return locate(target)
     except Exception:
@@ -181,24 +147,24 @@ class _Container:
 
     path: str
     node: Any  # DictConfig, or _MISSING when the override creates it
-    params: Dict[str, inspect.Parameter] = field(default_factory=dict)
+    params: Parameters = field(default_factory=dict)
     takes_any_key: bool = False
     owner: str = ""  # how messages name the node
     target: Any = None  # the located _target_, for nodes with one
-    entry_keys: Optional[Callable[[], Dict[str, inspect.Parameter]]] = None
-
-    def existing_keys(self) -> List[str]:
-        return [str(k) for k in self.node.keys()] if isinstance(self.node, DictConfig) else []
+    entry_keys: Optional[Parameters] = None  # the keys of each of its entries, if fixed
 
     def valid_keys(self) -> List[str]:
-        return sorted(set(self.existing_keys()) | set(self.params))
+        existing = self.node.keys() if isinstance(self.node, DictConfig) else []
+        return sorted({str(k) for k in existing} | set(self.params))
 
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _container(path: str, node, parent: Optional[_Container], key: str) -> _Container:
+def _container(
+    path: str, node, parent: Optional[_Container], key: str, keys: ConfigKeys
+) -> _Container:
     """The container ``node`` (at ``path``, reached from ``parent`` through ``key``)."""
     name = path or "the config root"
     if isinstance(node, DictConfig) and "_target_" in node:
@@ -208,17 +174,17 @@ def _container(path: str, node, parent: Optional[_Container], key: str) -> _Cont
         params, takes_any = target_arguments(target)
         owner = f"{name} ({_qualified_name(target)})"
         return _Container(path, node, params, takes_any, owner, target)
-    if path in PLAIN_DICT_KEYS:
-        return _Container(path, node, PLAIN_DICT_KEYS[path](), owner=name)
+    if path in keys.plain_dicts:
+        return _Container(path, node, dict(keys.plain_dicts[path]), owner=name)
     if parent is not None and parent.entry_keys is not None:
         return _Container(
-            path, node, parent.entry_keys(), owner=f"{name} (an entry of {parent.path})"
+            path, node, parent.entry_keys, owner=f"{name} (an entry of {parent.path})"
         )
     if parent is not None and (parent.target is not None or parent.takes_any_key):
         # a plain dict given to a target as (part of) an argument: the target decides its keys
         entry_keys = None
         if parent.target is not None:
-            entry_keys = ARGUMENT_ENTRY_KEYS.get((_qualified_name(parent.target), key))
+            entry_keys = keys.argument_entries.get((parent.target, key))
         return _Container(path, node, takes_any_key=True, owner=name, entry_keys=entry_keys)
     return _Container(path, node, owner=name)
 
@@ -245,9 +211,11 @@ def _resolved(node: DictConfig, part: str):
         return _MISSING
 
 
-def _walk(cfg: DictConfig, parts: Sequence[str]) -> Tuple[Any, Optional[inspect.Parameter]]:
+def _walk(
+    cfg: DictConfig, parts: Sequence[str], keys: ConfigKeys
+) -> Tuple[Any, Optional[inspect.Parameter]]:
     """Follows the key ``parts`` through ``cfg``: (its current value, interpolations resolved, or
-    ``_MISSING``; the argument or schema entry it sets, if known). Raises
+    ``_MISSING``; the argument or listed key it sets, if known). Raises
     :class:`ConfigOverrideError` for a name that the node holding it may not hold."""
     node, parent, param, path = cfg, None, None, ""
     key = ".".join(parts)
@@ -266,7 +234,7 @@ def _walk(cfg: DictConfig, parts: Sequence[str]) -> Tuple[Any, Optional[inspect.
                 f"config key {key!r}: {path} holds {_describe(node)}, not a config node, so it "
                 f"has no key {part!r}{hint}"
             )
-        container = _container(path, node, parent, parts[index - 1] if index else "")
+        container = _container(path, node, parent, parts[index - 1] if index else "", keys)
         exists = isinstance(node, DictConfig) and part in node
         if not (exists or part in container.params or container.takes_any_key):
             raise _unknown_key(key, part, container)
@@ -325,21 +293,12 @@ def _annotation_kinds(annotation) -> Optional[set]:
             kinds |= arg_kinds
         return kinds
     base = origin or annotation
-    if base is bool:
-        return {"bool"}
-    if base is int:
-        return {"int"}
-    if base is float:
-        return {"int", "float"}
-    if base is str:
-        return {"str"}
-    if isinstance(base, type) and base is not str:
-        from collections import abc
-
-        if issubclass(base, (list, tuple, abc.Sequence)):
-            return {"list"}
-        if issubclass(base, (dict, abc.Mapping)):
-            return {"dict"}
+    if base in (bool, int, float, str):
+        return _ACCEPTS[base.__name__]
+    if isinstance(base, type) and issubclass(base, abc.Sequence):
+        return _ACCEPTS["list"]
+    if isinstance(base, type) and issubclass(base, abc.Mapping):
+        return _ACCEPTS["dict"]
     return None
 
 
@@ -412,22 +371,28 @@ def _check_type(key: str, value, current, param: Optional[inspect.Parameter]) ->
     )
 
 
-def check_override(cfg: DictConfig, key: Union[str, Sequence[str]], value) -> None:
+def check_override(
+    cfg: DictConfig,
+    key: Union[str, Sequence[str]],
+    value,
+    keys: ConfigKeys = ConfigKeys(),
+) -> None:
     """Raises :class:`ConfigOverrideError` unless ``key=value`` names a valid key of ``cfg``
-    (see the module docstring) with a value of a fitting type. ``key``: dotted, or its parts
-    (a part may contain dots: ``custom_keys`` names). A dict value that is merged into a node
-    (or creates one) is checked key by key."""
+    (see the module docstring; ``keys``: what it may hold beyond its targets' signatures) with
+    a value of a fitting type. ``key``: dotted, or its parts (a part may contain dots:
+    ``custom_keys`` names). A dict value that is merged into a node (or creates one) is checked
+    key by key."""
     parts = key.split(".") if isinstance(key, str) else list(key)
-    current, param = _walk(cfg, parts)
+    current, param = _walk(cfg, parts, keys)
     expected, _ = _expected_kinds(current, param)
     if isinstance(value, dict) and value and (expected is None or "dict" in expected):
         for sub_key, sub_value in value.items():
-            check_override(cfg, [*parts, str(sub_key)], sub_value)
+            check_override(cfg, [*parts, str(sub_key)], sub_value, keys)
         return
     _check_type(".".join(parts), value, current, param)
 
 
-def parse_overrides(overrides: Sequence[str]) -> List[Tuple[str, str, Any]]:
+def _parse_overrides(overrides: Sequence[str]) -> List[Tuple[str, str, Any]]:
     """``[(text, key, value)]`` of hydra-syntax ``key=value`` strings (detectron2's grammar)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
@@ -448,11 +413,13 @@ def parse_overrides(overrides: Sequence[str]) -> List[Tuple[str, str, Any]]:
     return parsed
 
 
-def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+def apply_overrides(
+    cfg: DictConfig, overrides: Sequence[str], keys: ConfigKeys = ConfigKeys()
+) -> DictConfig:
     """detectron2's ``LazyConfig.apply_overrides``, each override checked first
-    (:func:`check_override`) against the config as the previous ones left it. Returns ``cfg``
-    (changed in place)."""
-    for text, key, value in parse_overrides(list(overrides)):
-        check_override(cfg, key, value)
+    (:func:`check_override` with ``keys``) against the config as the previous ones left it.
+    Returns ``cfg`` (changed in place)."""
+    for text, key, value in _parse_overrides(list(overrides)):
+        check_override(cfg, key, value, keys)
         LazyConfig.apply_overrides(cfg, [text])
     return cfg

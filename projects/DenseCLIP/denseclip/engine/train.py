@@ -16,18 +16,16 @@ from typing import Dict, Mapping, Optional
 
 import torch
 
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 from ..checkpoint import DenseCLIPCheckpointer
-from ..config import dataset_class_names, set_class_names
-from ..data import parse_dataset_arg, register_folder_dataset
+from ..config import load_config
 from ..data.availability import check_datasets_available
 from ..meta_arch import SemanticSegmentorWithTTA
-from ..config import apply_overrides
 
 __all__ = [
     "NonFiniteLossError",
@@ -45,22 +43,18 @@ _AMP_PRECISIONS = ("float16", "bfloat16")
 
 
 def setup(args):
-    """Loads the config, registers ``--dataset`` folders, applies the checked overrides
-    (:mod:`denseclip.config.overrides`) and the dataset's classes, checks what can fail before anything
-    is built (:func:`check_run`), and sets up logging and the output folder (detectron2's
-    ``default_setup``)."""
-    for spec in args.dataset or ():
-        register_folder_dataset(*parse_dataset_arg(spec))
+    """Loads the config (:func:`denseclip.config.load_config`: ``--dataset`` folders, checked
+    overrides, ``--aug-test``, the classes of the dataset it trains on or, with ``--eval-only``,
+    evaluates on), checks what can fail before anything is built (:func:`check_run`), and sets
+    up logging and the output folder (detectron2's ``default_setup``)."""
     overrides = list(args.opts or [])
     if getattr(args, "aug_test", False):
         overrides.append("tta.enabled=True")
-    cfg = apply_overrides(LazyConfig.load(args.config_file), overrides)
     split = "test" if args.eval_only else "train"
-    class_names = dataset_class_names(cfg.dataloader[split].dataset.names)
-    changed = class_names is not None and set_class_names(cfg.model, class_names)
+    cfg, class_names = load_config(args.config_file, overrides, args.dataset or (), split=split)
     check_run(cfg, eval_only=args.eval_only, resume=getattr(args, "resume", False))
     default_setup(cfg, args)  # saves config.yaml: after the classes are set
-    if changed:
+    if class_names is not None:
         logger.info(f"Model set to the dataset's {len(class_names)} classes: {class_names}")
     return cfg
 

@@ -6,75 +6,30 @@
 >>> maps = predictor.score_maps(image, ["red circle", "sky"])   # 2×H×W
 """
 
-import argparse
-import copy
 import logging
 import os
 import threading
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data import Metadata, MetadataCatalog
 from detectron2.data import transforms as T
-from detectron2.utils.logger import setup_logger
 
 from ..backbone import DenseCLIPBackbone
 from ..checkpoint import DenseCLIPCheckpointer
-from ..config import dataset_class_names, default_device, set_class_names
-from ..data import parse_dataset_arg, register_folder_dataset
+from ..config import default_device, load_config
 from .fuse import fold_batch_norms
-from ..config import apply_overrides
 
-__all__ = [
-    "ImagePipeline",
-    "Predictor",
-    "add_config_arguments",
-    "load_config",
-    "parse_config_arguments",
-]
+__all__ = ["ImagePipeline", "Predictor"]
 
 logger = logging.getLogger(__name__)
 
 _FORMATS = ("BGR", "RGB")
-
-
-def load_config(
-    config_file: str, opts: Sequence[str] = (), datasets: Sequence[str] = ()
-) -> DictConfig:
-    """A LazyConfig with checked ``key=value`` overrides (:mod:`denseclip.config.overrides`: an unknown
-    key or a value of the wrong type stops with the key named), after registering ``NAME=ROOT``
-    dataset folders (``--dataset`` of train_net.py), for command-line tools."""
-    for spec in datasets:
-        register_folder_dataset(*parse_dataset_arg(spec))
-    return apply_overrides(LazyConfig.load(config_file), list(opts))
-
-
-def add_config_arguments(parser, dataset_help: str) -> None:
-    """Adds the ``--dataset NAME=ROOT`` and ``--opts key=value ...`` arguments that
-    :func:`load_config` takes, for command-line tools."""
-    parser.add_argument(
-        "--dataset", action="append", default=[], metavar="NAME=ROOT", help=dataset_help
-    )
-    parser.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value ..."
-    )
-
-
-def parse_config_arguments(
-    parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], dataset_help: str
-) -> Tuple[argparse.Namespace, DictConfig]:
-    """Adds :func:`add_config_arguments` to a tool's parser (which has ``--config-file``),
-    parses ``argv``, sets up detectron2's loggers and loads the config: (args, config)."""
-    add_config_arguments(parser, dataset_help)
-    args = parser.parse_args(argv)
-    setup_logger(name="fvcore")
-    setup_logger()
-    return args, load_config(args.config_file, args.opts, args.dataset)
 
 
 def _first_name(names) -> Optional[str]:
@@ -93,7 +48,7 @@ class ImagePipeline:
         input_format: channel order of the images given to the predictor, "BGR" (OpenCV,
             detectron2's default) or "RGB".
         overrides: ``key=value`` config overrides, checked like train_net.py's
-            (:func:`denseclip.config.overrides.apply_overrides`), applied to the (copied) config.
+            (:func:`denseclip.config.load_config`), applied to the (copied) config.
 
     Attributes:
         cfg: the config with the overrides and the test dataset's class names. input_format.
@@ -107,15 +62,8 @@ class ImagePipeline:
     ):
         if input_format not in _FORMATS:
             raise ValueError(f"input_format: expected one of {_FORMATS}, got {input_format!r}")
-        if isinstance(cfg, (str, os.PathLike)):
-            cfg = LazyConfig.load(os.fspath(cfg))
-        else:
-            cfg = copy.deepcopy(cfg)
-        apply_overrides(cfg, overrides)
+        cfg, _ = load_config(cfg, overrides, split="test")
         self._test_names = OmegaConf.select(cfg, "dataloader.test.dataset.names")
-        class_names = dataset_class_names(self._test_names) if self._test_names else None
-        if class_names is not None:
-            set_class_names(cfg.model, class_names)
         self.cfg = cfg
         self.input_format = input_format
         mapper = OmegaConf.select(cfg, "dataloader.test.mapper") or {}
@@ -172,7 +120,7 @@ class Predictor(ImagePipeline):
             which makes inference faster; outputs equal the unfolded model's up to float
             rounding.
         overrides: ``key=value`` config overrides, checked like train_net.py's
-            (:func:`denseclip.config.overrides.apply_overrides`), applied to the (copied) config.
+            (:func:`denseclip.config.load_config`), applied to the (copied) config.
 
     Threads: one Predictor may be shared by several threads, but it runs one call at a time (a
     lock around the model): the model holds state that calls mutate (the cached class
