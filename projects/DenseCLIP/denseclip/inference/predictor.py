@@ -27,6 +27,7 @@ from ..backbone import DenseCLIPBackbone
 from ..checkpoint import DenseCLIPCheckpointer
 from ..config import dataset_class_names, default_device, set_class_names
 from ..data import parse_dataset_arg, register_folder_dataset
+from ..prompting import ClassTextPrompts
 from .fuse import fold_batch_norms
 from ..config import apply_overrides
 
@@ -239,7 +240,7 @@ class Predictor(ImagePipeline):
     def encodes_free_text(self) -> bool:
         """Whether :meth:`score_maps` can encode free text: a DenseCLIP model with its text
         encoder (not a deploy checkpoint of ``tools/export_deploy.py``)."""
-        return self._backbone is not None and not self._backbone.prompts.deployed
+        return self._backbone is not None and isinstance(self._backbone.prompts, ClassTextPrompts)
 
     @property
     def class_prompts(self) -> List[str]:
