@@ -19,6 +19,7 @@ from conftest import REPO_ROOT
 from helpers import load_python_file
 
 from denseclip import Predictor
+from denseclip.checkpoint.deploy import DeployedClassPrompts
 from denseclip.clip.transformer import _traceable_attention
 from denseclip.export import export_model, graph_model
 from denseclip.export import ExportedPredictor
@@ -202,7 +203,7 @@ def test_pre_model_prompting_keeps_the_text_encoder_in_the_graph():
 def test_post_model_prompts_become_constants():
     prepared, text_in_graph = graph_model(build(LazyConfig.load(SEG_CONFIG)))
     assert not text_in_graph
-    assert prepared.backbone.bottom_up.prompts.deployed
+    assert isinstance(prepared.backbone.bottom_up.prompts, DeployedClassPrompts)
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -18,6 +18,7 @@ from conftest import REPO_ROOT
 from denseclip import Predictor
 from denseclip.backbone import DenseCLIPBackbone
 from denseclip.checkpoint import DenseCLIPCheckpointer
+from denseclip.checkpoint.deploy import DeployedClassPrompts, deploy_class_prompts
 from denseclip.data import SYNTHETIC_CLASSES
 from denseclip.data.synthetic import generate_sample
 from denseclip.inference.fuse import fold_batch_norms
@@ -207,7 +208,7 @@ def test_deploy_checkpoint_holds_text_embeddings_instead_of_the_text_encoder(dep
 def test_deploy_checkpoint_predicts_identically(checkpoint, deploy_checkpoint, image_bgr):
     full = Predictor(TINY_DENSECLIP_CONFIG, checkpoint)
     deployed = Predictor(TINY_DENSECLIP_CONFIG, deploy_checkpoint)
-    assert prompts_of(deployed.model).deployed
+    assert isinstance(prompts_of(deployed.model), DeployedClassPrompts)
     assert torch.equal(deployed(image_bgr)["sem_seg"], full(image_bgr)["sem_seg"])
 
 
@@ -237,9 +238,9 @@ def test_deploy_checkpoint_of_another_class_count_is_rejected(deploy_checkpoint,
 
 
 def test_deployed_prompts_cannot_train_nor_encode_free_text(model):
+    deploy_class_prompts(model)
     prompts = prompts_of(model)
-    prompts.deploy()
-    assert prompts.text_encoder is None and "deployed_embeddings" in prompts.state_dict()
+    assert not hasattr(prompts, "text_encoder") and "deployed_embeddings" in prompts.state_dict()
     with pytest.raises(RuntimeError, match="free-text prompts need the text encoder"):
         prompts.encode(["sky"])
     with pytest.raises(RuntimeError, match="inference only"):

@@ -5,6 +5,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from denseclip.checkpoint.deploy import (
+    DeployedClassPrompts,
+    deploy_class_prompts,
+    fit_prompts_to_checkpoint,
+)
 from denseclip.prompting import ContextAttention, ContextDecoder, score_maps
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -348,35 +353,48 @@ def test_encode_of_the_class_names_equals_the_prompts_output(prompts, class_name
         assert prompts.encode(["tree"]).shape == (1, 1, C)
 
 
+def deployed_model(prompts: nn.Module) -> nn.Module:
+    """A model holding ``prompts`` (as ``model.prompts``), its class prompts deployed."""
+    model = nn.ModuleDict({"prompts": prompts.eval()})
+    deploy_class_prompts(model)
+    return model
+
+
 def test_deploy_keeps_the_output_and_drops_the_text_encoder(prompts):
     prompts.eval()
     expected = prompts().clone()
-    prompts.deploy()
-    assert prompts.deployed
-    assert list(prompts.state_dict()) == ["deployed_embeddings"]
-    torch.testing.assert_close(prompts(), expected)
+    deployed = deployed_model(prompts)["prompts"]
+    assert isinstance(deployed, DeployedClassPrompts)
+    assert list(deployed.state_dict()) == ["deployed_embeddings"]
+    torch.testing.assert_close(deployed(), expected)
 
 
 def test_deployed_prompts_are_inference_only(prompts):
-    prompts.deploy()
+    deployed = deployed_model(prompts)["prompts"]
     with pytest.raises(RuntimeError):
-        prompts.train()()
+        deployed.train()()
 
 
 def test_loading_a_deployed_state_dict_deploys_fresh_prompts(make_prompts):
-    deployed = make_prompts(seed=5).eval()
-    deployed.deploy()
-    fresh = make_prompts(seed=1)
+    deployed = deployed_model(make_prompts(seed=5))
+    fresh = nn.ModuleDict({"prompts": make_prompts(seed=1)})
+    fit_prompts_to_checkpoint(fresh, deployed.state_dict())
     fresh.load_state_dict(deployed.state_dict())
-    assert fresh.deployed
-    torch.testing.assert_close(fresh.eval()(), deployed())
+    assert isinstance(fresh["prompts"], DeployedClassPrompts)
+    torch.testing.assert_close(fresh.eval()["prompts"](), deployed["prompts"]())
 
 
 def test_deployed_embeddings_of_another_class_count_are_rejected(make_prompts):
-    deployed = make_prompts(names=["cat", "dog"]).eval()
-    deployed.deploy()
+    deployed = deployed_model(make_prompts(names=["cat", "dog"]))
     with pytest.raises(ValueError, match="deployed_embeddings"):
-        make_prompts().load_state_dict(deployed.state_dict())
+        fit_prompts_to_checkpoint(nn.ModuleDict({"prompts": make_prompts()}), deployed.state_dict())
+
+
+def test_a_full_state_dict_is_refused_by_deployed_prompts(make_prompts):
+    deployed = deployed_model(make_prompts())
+    full = nn.ModuleDict({"prompts": make_prompts()}).state_dict()
+    with pytest.raises(ValueError, match="prompts.contexts and a text encoder"):
+        fit_prompts_to_checkpoint(deployed, full)
 
 
 # ----------------------------------------------------------------------------- score maps

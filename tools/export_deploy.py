@@ -18,10 +18,9 @@ import os
 
 import torch
 
-
 from denseclip import Predictor
+from denseclip.checkpoint.deploy import DeployedClassPrompts, deploy_class_prompts
 from denseclip.config import parse_config_arguments
-from denseclip.prompting import ClassTextPrompts
 
 
 def _megabytes(state_dict) -> float:
@@ -29,18 +28,18 @@ def _megabytes(state_dict) -> float:
 
 
 def export_deploy(cfg, weights: str, output: str) -> str:
-    """Loads ``weights`` into ``cfg``'s model, deploys its class prompts and saves the state
-    dict to ``output`` (a detectron2 checkpoint ``{"model": ...}``). Returns a summary line."""
+    """Loads ``weights`` into ``cfg``'s model, deploys its class prompts
+    (:func:`denseclip.checkpoint.deploy.deploy_class_prompts`) and saves the state dict to
+    ``output`` (a detectron2 checkpoint ``{"model": ...}``). Returns a summary line."""
     model = Predictor(cfg, weights, device="cpu", fold_bn=False).model
-    prompts = [m for m in model.modules() if isinstance(m, ClassTextPrompts)]
+    full_mb = _megabytes(model.state_dict())
+    deploy_class_prompts(model)
+    prompts = [m for m in model.modules() if isinstance(m, DeployedClassPrompts)]
     if not prompts:
         raise ValueError(
             f"{type(model).__name__} has no DenseCLIP class prompts (ClassTextPrompts): nothing "
             "to deploy (is this a CLIP baseline config?)"
         )
-    full_mb = _megabytes(model.state_dict())
-    for module in prompts:
-        module.deploy()
     state_dict = model.state_dict()
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     torch.save({"model": state_dict, "__author__": "denseclip/tools/export_deploy.py"}, output)

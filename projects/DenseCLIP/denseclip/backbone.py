@@ -133,11 +133,14 @@ class DenseCLIPBackbone(_StageBackbone):
             return "pre"
         return "none" if self.context_decoder is None else "post"
 
-    def _pre_model_text(self, tokens: torch.Tensor, visual_context: torch.Tensor):
-        """tokens: T×L prompts, visual_context: B×(1+hw)×C → B×T×C, the text encoder run on
-        each image's visual contexts v_pre."""
-        if self.prompts.deployed:
+    def _pre_model_text(self, texts: Optional[Sequence[str]], visual_context: torch.Tensor):
+        """texts: T prompts (None: the K class prompts), visual_context: B×(1+hw)×C → B×T×C,
+        the text encoder run on each image's visual contexts v_pre."""
+        if not isinstance(self.prompts, ClassTextPrompts):
             raise RuntimeError("pre-model prompting needs the text encoder; prompts are deployed")
+        tokens = self.prompts.class_tokens
+        if texts is not None:
+            tokens = tokenize_class_names(texts, tokens.shape[1]).to(tokens.device)
         return self.prompts.text_encoder(tokens, self.pre_model_prompting(visual_context))
 
     def text_embeddings(self, global_embedding: torch.Tensor, dense_embedding: torch.Tensor):
@@ -151,7 +154,7 @@ class DenseCLIPBackbone(_StageBackbone):
         """
         if self.pre_model_prompting is not None:
             visual_context = _visual_context(global_embedding, dense_embedding)
-            return self._pre_model_text(self.prompts.class_tokens, visual_context)
+            return self._pre_model_text(None, visual_context)
         text = self.prompts()
         if self.context_decoder is None:
             return text
@@ -173,9 +176,8 @@ class DenseCLIPBackbone(_StageBackbone):
         features = self.image_encoder(x)
         global_embedding, dense = features["global_embedding"], features["dense_embedding"]
         if self.pre_model_prompting is not None:
-            tokens = tokenize_class_names(texts, self.prompts.class_tokens.shape[1])
             visual_context = _visual_context(global_embedding, dense)
-            return score_maps(dense, self._pre_model_text(tokens.to(dense.device), visual_context))
+            return score_maps(dense, self._pre_model_text(texts, visual_context))
         queries = self.prompts.encode(texts)
         if self.context_decoder is not None:
             batch = dense.shape[0]

@@ -169,12 +169,9 @@ class ClassTextPrompts(nn.Module):
     in the parameters' dtype: once per weights, full precision costs nothing at inference, and
     mixed-precision predictions agree better with float32 ones. Training runs the text encoder
     under the caller's autocast. The cache is read and written as one attribute, so that
-    concurrent callers never pair one state's key with another's embeddings.
-
-    Deployment: :meth:`deploy` replaces the text encoder and the contexts by their output, the
-    1×K×C buffer ``deployed_embeddings``; a state dict holding that key (written by
-    ``tools/export_deploy.py``) deploys a normal instance when loaded into it. Deployed prompts
-    are inference-only and cannot :meth:`encode` free text.
+    concurrent callers never pair one state's key with another's embeddings. For inference
+    without the text encoder, :mod:`denseclip.checkpoint.deploy` replaces this module by its
+    fixed output.
 
     Args:
         text_encoder: CLIP text encoder whose ``context_length`` = class_token_length + N.
@@ -213,11 +210,6 @@ class ClassTextPrompts(nn.Module):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    @property
-    def deployed(self) -> bool:
-        """True once the text encoder has been replaced by fixed embeddings (:meth:`deploy`)."""
-        return self.text_encoder is None
-
     def _state_key(self) -> tuple:
         params = (self.contexts, *self.text_encoder.parameters())
         mode = (torch.is_inference_mode_enabled(),)
@@ -229,14 +221,6 @@ class ClassTextPrompts(nn.Module):
 
     def forward(self) -> torch.Tensor:
         """→ 1×K×C text embeddings of the class prompts."""
-        if self.deployed:
-            if self.training:
-                raise RuntimeError(
-                    "these class prompts are deployed (fixed text embeddings, no text encoder): "
-                    "they are for inference only; to train, load a full checkpoint into a model "
-                    "built from the config"
-                )
-            return self.deployed_embeddings
         if self.training:
             self._cached = None
             return self.text_encoder(self.class_tokens, self.contexts)
@@ -261,53 +245,10 @@ class ClassTextPrompts(nn.Module):
         Returns:
             1×T×C; ``encode(class_names)`` equals :meth:`forward`'s output.
         """
-        if self.deployed:
-            raise RuntimeError(
-                "free-text prompts need the text encoder, which deployed class prompts (a "
-                "checkpoint written by tools/export_deploy.py) do not have; load the full "
-                "checkpoint instead"
-            )
         length = self.class_tokens.shape[1]
         tokens = tokenize_class_names(texts, length).to(self.class_tokens.device)
         with self._without_autocast():
             return self.text_encoder(tokens, self.contexts)
-
-    def deploy(self) -> None:
-        """Replaces the text encoder and the contexts by their output, kept as the 1×K×C buffer
-        ``deployed_embeddings``: the state dict then holds no text-encoder weights."""
-        if self.deployed:
-            return
-        with torch.no_grad(), self._without_autocast():
-            embeddings = self.text_encoder(self.class_tokens, self.contexts)
-        self._become_deployed(embeddings)
-
-    def _become_deployed(self, embeddings: torch.Tensor) -> None:
-        self.text_encoder = None
-        self.contexts = None
-        self._cached = None
-        self.register_buffer("deployed_embeddings", embeddings)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Loading a deployed state dict (key ``deployed_embeddings``) deploys this module first,
-        so that a model built from the config accepts the checkpoint of tools/export_deploy.py."""
-        key = prefix + "deployed_embeddings"
-        if key in state_dict and not self.deployed:
-            expected = (1, self.num_classes, self.text_encoder.embed_dim)
-            found = tuple(state_dict[key].shape)
-            if found != expected:
-                raise ValueError(
-                    f"checkpoint key {key!r}: expected deployed text embeddings of shape "
-                    f"{expected} (1 × K={self.num_classes} class names × C), found {found}; "
-                    "was it exported from another config or dataset?"
-                )
-            self._become_deployed(self.contexts.new_empty(expected))
-        elif self.deployed and prefix + "contexts" in state_dict:
-            raise ValueError(
-                f"checkpoint holds {prefix}contexts and a text encoder but these prompts are "
-                "deployed (no text encoder): build the model from the config again to load a "
-                "full checkpoint"
-            )
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def score_maps(dense: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

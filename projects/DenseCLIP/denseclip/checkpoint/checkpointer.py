@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from detectron2.checkpoint import DetectionCheckpointer
 
 from .atomic import AtomicWritePathManager
+from .deploy import fit_prompts_to_checkpoint
 
 __all__ = [
     "CheckpointReadError",
@@ -87,8 +88,9 @@ def non_finite_tensors(state_dict: Dict[str, torch.Tensor]) -> List[str]:
 
 
 class DenseCLIPCheckpointer(DetectionCheckpointer):
-    """:class:`DetectionCheckpointer` that adapts positional embeddings before loading, and for
-    saving:
+    """:class:`DetectionCheckpointer` that adapts positional embeddings before loading (and
+    swaps in deployed class prompts for a deploy checkpoint, :mod:`denseclip.checkpoint.deploy`),
+    and for saving:
 
     - writes each checkpoint and the ``last_checkpoint`` tag atomically
       (:mod:`denseclip.checkpoint.atomic`): a run killed at any moment, or a full disk, leaves the
@@ -138,6 +140,7 @@ class DenseCLIPCheckpointer(DetectionCheckpointer):
             ) from error
 
     def _load_model(self, checkpoint):
+        fit_prompts_to_checkpoint(self.model, checkpoint["model"])
         checkpoint["model"] = adapt_positional_embeddings(
             checkpoint["model"], self.model.state_dict()
         )

@@ -23,9 +23,9 @@ from omegaconf import DictConfig
 
 from detectron2.structures import Boxes, Instances
 
-from .tracing import METADATA_KEY, ExportMetadata
-from ..meta_arch import rescale_detections, segment_image
 from ..inference.predictor import ImagePipeline
+from ..meta_arch import rescale_detections, segment_image
+from .metadata import METADATA_KEY, ExportMetadata
 
 __all__ = ["BACKENDS", "ExportedGraph", "ExportedPredictor"]
 

@@ -2,8 +2,8 @@
 
 The exported graph takes an image and returns the prediction; it holds the image encoder, the
 context decoder and the heads, and the class text embeddings as constants (the class prompts
-are :meth:`~denseclip.prompting.ClassTextPrompts.deploy`-ed first), never the text encoder:
-with post-model prompting the text embeddings depend only on learned parameters. Pre-model
+are deployed first: :func:`~denseclip.checkpoint.deploy.deploy_class_prompts`), never the text
+encoder: with post-model prompting the text embeddings depend only on learned parameters. Pre-model
 prompting runs the text encoder on every image, so its graph holds the whole model. BatchNorms
 are folded as :class:`~denseclip.Predictor` folds them.
 
@@ -31,9 +31,7 @@ masks are Python integers of the input size) is never written silently.
 """
 
 import copy
-import dataclasses
 import io
-import json
 import logging
 import os
 from typing import List, Optional, Sequence, Tuple
@@ -47,15 +45,17 @@ from detectron2.modeling import GeneralizedRCNN
 from detectron2.modeling.backbone import SwinTransformer
 
 from ..backbone import DenseCLIPBackbone
+from ..checkpoint.deploy import DeployedClassPrompts, deploy_class_prompts
 from ..clip import CLIPViTDet
 from ..clip.transformer import ResidualAttentionBlock
 from ..inference.fuse import fold_batch_norms
 from ..meta_arch import DenseCLIPSemanticSegmentor
 from ..prompting import ClassTextPrompts
+from .metadata import METADATA_KEY, ExportMetadata
+from .runtime import ExportedGraph
 
 __all__ = [
     "EXPORT_FORMATS",
-    "ExportMetadata",
     "ONNX_OPSET",
     "SemanticSegmentationGraph",
     "export_model",
@@ -67,53 +67,11 @@ logger = logging.getLogger(__name__)
 EXPORT_FORMATS = ("onnx", "torchscript")
 #: ONNX opset: LayerNormalization (17) and RoIAlign with half-pixel (aligned) coordinates (16).
 ONNX_OPSET = 17
-#: Name of the JSON metadata: an ONNX ``metadata_props`` key, a TorchScript extra file.
-METADATA_KEY = "denseclip_export"
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.ts"}
 #: Default traced and verification image sizes: odd, neither a multiple of 32, landscape and
 #: portrait, small enough for detection configs whose positional embedding is cropped.
 TRACE_SIZE = (100, 124)
 VERIFY_SIZE = (123, 81)
-
-
-@dataclasses.dataclass
-class ExportMetadata:
-    """What a runtime needs besides the graph, stored in the exported file as JSON.
-
-    Attributes:
-        task: "sem_seg" or "instances".
-        class_names: the K classes of the graph's outputs.
-        input_names, output_names: the graph's inputs and outputs, in order.
-        boxes: outputs that are detectron2 :class:`~detectron2.structures.Boxes` (detection).
-        text_encoder_in_graph: True only for pre-model prompting.
-        meta_architecture: the exported model's class name.
-        test_mode, crop_size, stride: the segmentor's inference ("slide" or "whole"), window
-            and step, which the runtime's window driver follows.
-        drop_empty_boxes: the detector's final rescaling drops boxes that are empty after
-            clipping (detectron2) or keeps them (mmdet; :func:`rescale_detections`).
-    """
-
-    task: str
-    class_names: List[str]
-    input_names: List[str]
-    output_names: List[str]
-    boxes: List[str] = dataclasses.field(default_factory=list)
-    text_encoder_in_graph: bool = False
-    meta_architecture: str = ""
-    test_mode: str = "whole"
-    crop_size: Tuple[int, int] = (0, 0)
-    stride: Tuple[int, int] = (0, 0)
-    drop_empty_boxes: bool = True
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str, source: str) -> "ExportMetadata":
-        try:
-            return cls(**json.loads(text))
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{source}: unreadable {METADATA_KEY!r} metadata ({error})") from None
 
 
 class SemanticSegmentationGraph(nn.Module):
@@ -163,8 +121,9 @@ def _check_exportable(model: nn.Module) -> None:
 
 
 def graph_model(model: nn.Module) -> Tuple[nn.Module, bool]:
-    """A copy of an eval-mode model made ready to trace: class prompts deployed (their K×C text
-    embeddings become constants, the text encoder is dropped), BatchNorms folded, CLIP
+    """A copy of an eval-mode model made ready to trace: class prompts deployed
+    (:class:`~denseclip.checkpoint.deploy.DeployedClassPrompts`: their K×C text embeddings
+    become constants, the text encoder is dropped), BatchNorms folded, CLIP
     transformer attention written out for tracing (``traceable_attention``).
 
     Returns:
@@ -182,7 +141,7 @@ def graph_model(model: nn.Module) -> Tuple[nn.Module, bool]:
                 sum(p.numel() for p in backbone.prompts.parameters()) / 1e6,
             )
         else:
-            backbone.prompts.deploy()
+            deploy_class_prompts(backbone)
     fold_batch_norms(model)
     for block in model.modules():
         if isinstance(block, ResidualAttentionBlock):
@@ -192,7 +151,7 @@ def graph_model(model: nn.Module) -> Tuple[nn.Module, bool]:
 
 def _class_names(model: nn.Module) -> List[str]:
     for module in model.modules():
-        if isinstance(module, ClassTextPrompts):
+        if isinstance(module, (ClassTextPrompts, DeployedClassPrompts)):
             return list(module.class_names)
     return []
 
@@ -292,8 +251,6 @@ def _verification_error(
 
     Segmentation: logits within 1e-3 of their range. Detection: as many detections, and the
     same scores (sorted: near-ties may come out in another order)."""
-    from .runtime import ExportedGraph
-
     with torch.no_grad():
         expected = module(sample)
     expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
@@ -333,8 +290,9 @@ def export_model(
         export_format: "onnx" or "torchscript".
         sample: the traced input, raw pixels in the model's channel order: segmentation
             B×3×H×W (a single image is traced with its mirror image beside it), detection
-            3×H×W; default random pixels of :data:`TRACE_SIZE` (2 images for segmentation). Odd sizes and a batch of 2 keep the trace from specialising to
-            multiples of 32 or to one image. A detection sample must give detections.
+            3×H×W; default random pixels of :data:`TRACE_SIZE` (2 images for segmentation).
+            Odd sizes and a batch of 2 keep the trace from specialising to multiples of 32 or
+            to one image. A detection sample must give detections.
         class_names: the K class names stored with the graph; default the model's class
             prompts, or 0..K-1 (CLIP baselines).
         verify: check the written file (below).

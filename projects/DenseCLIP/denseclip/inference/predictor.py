@@ -23,6 +23,7 @@ from detectron2.data import transforms as T
 from ..backbone import DenseCLIPBackbone
 from ..checkpoint import DenseCLIPCheckpointer
 from ..config import default_device, load_config
+from ..prompting import ClassTextPrompts
 from .fuse import fold_batch_norms
 
 __all__ = ["ImagePipeline", "Predictor"]
@@ -187,7 +188,7 @@ class Predictor(ImagePipeline):
     def encodes_free_text(self) -> bool:
         """Whether :meth:`score_maps` can encode free text: a DenseCLIP model with its text
         encoder (not a deploy checkpoint of ``tools/export_deploy.py``)."""
-        return self._backbone is not None and not self._backbone.prompts.deployed
+        return self._backbone is not None and isinstance(self._backbone.prompts, ClassTextPrompts)
 
     @property
     def class_prompts(self) -> List[str]:
