@@ -24,6 +24,11 @@ def check_reduction(reduction: str) -> None:
         raise ValueError(f"loss reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
 
 
+def _full_precision(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision (autocast) logits in float32 for the loss; float32 / float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def semantic_cross_entropy(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -41,13 +46,12 @@ def semantic_cross_entropy(
         Scalar loss. With no valid pixel it is 0 (and still differentiable).
     """
     check_reduction(reduction)
+    logits = _full_precision(logits)
     if logits.shape[-2:] != targets.shape[-2:]:
         logits = F.interpolate(
-            logits.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False
+            logits, size=targets.shape[-2:], mode="bilinear", align_corners=False
         )
-    per_pixel = F.cross_entropy(
-        logits.float(), targets, reduction="none", ignore_index=ignore_value
-    )
+    per_pixel = F.cross_entropy(logits, targets, reduction="none", ignore_index=ignore_value)
     if reduction == "all_pixels":
         return per_pixel.mean()
     return per_pixel.sum() / (targets != ignore_value).sum().clamp(min=1)
@@ -119,8 +123,9 @@ def box_seg_aux_loss(
         divides 0 by 0.
     """
     size = (image_size[0] // 4, image_size[1] // 4)
-    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+    logits = F.interpolate(_full_precision(logits), size=size, mode="bilinear", align_corners=False)
     target, mask = box_seg_targets(boxes, classes, logits.shape[1], size)
+    target, mask = target.to(logits.dtype), mask.to(logits.dtype)
     per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     covered = mask.sum() * logits.shape[1]
     return (per_pixel * mask).sum() / covered.clamp(min=1)

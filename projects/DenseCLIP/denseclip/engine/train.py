@@ -26,6 +26,7 @@ from ..checkpoint import DenseCLIPCheckpointer
 from ..config import load_config
 from ..data.availability import check_datasets_available
 from ..meta_arch import SemanticSegmentorWithTTA
+from .accumulation import AccumulateGradients, MicroBatches
 
 __all__ = [
     "NonFiniteLossError",
@@ -105,7 +106,8 @@ def check_run(cfg, eval_only: bool = False, resume: bool = False) -> None:
     exist (train, and test when it evaluates; test only with ``eval_only``), the checkpoint to
     load exists (``train.init_checkpoint``, unless ``resume`` finds a checkpoint in
     ``train.output_dir``), CUDA exists where ``train.device`` or ``train.amp`` ask for it
-    (AMP: training only), and ``--aug-test`` is asked of a segmentation model."""
+    (AMP: training only), ``--aug-test`` is asked of a segmentation model, and
+    ``train.grad_accumulation_steps`` is a positive integer."""
     if (cfg.get("tta") or {}).get("enabled", False) and "sem_seg_head" not in cfg.model:
         raise ValueError(
             "--aug-test (tta.enabled=True) is the multi-scale + flip test of semantic "
@@ -124,6 +126,7 @@ def check_run(cfg, eval_only: bool = False, resume: bool = False) -> None:
         )
         return
     _check_devices(cfg)
+    _accumulation_steps(cfg)
     last_checkpoint = os.path.join(cfg.train.output_dir, "last_checkpoint")
     if not (resume and os.path.isfile(last_checkpoint)):
         _check_checkpoint_file(checkpoint, "train.init_checkpoint")
@@ -242,13 +245,42 @@ class _AMPTrainer(_StopAtNonFiniteLoss, AMPTrainer):
     pass
 
 
+def _accumulation_steps(cfg) -> int:
+    """``train.grad_accumulation_steps`` (default 1), checked."""
+    steps = cfg.train.get("grad_accumulation_steps", 1)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"train.grad_accumulation_steps: expected an integer ≥ 1, got {steps!r}")
+    return steps
+
+
 def _build_trainer(cfg, model, train_loader, optimizer):
-    amp = cfg.train.amp
-    if not amp.enabled:
-        return _Trainer(model, train_loader, optimizer)
+    """detectron2's trainer (AMP with ``train.amp.enabled``), stepping the optimizer once every
+    ``train.grad_accumulation_steps`` batches (:mod:`denseclip.engine.accumulation`)."""
+    steps = _accumulation_steps(cfg)
+    if steps > 1:
+        model = AccumulateGradients(model, steps)
+        train_loader = MicroBatches(train_loader, steps)
+    # zero before the forward: an accumulating model back-propagates inside its forward
+    options = dict(zero_grad_before_forward=True)
+    if not cfg.train.amp.enabled:
+        return _Trainer(model, train_loader, optimizer, **options)
     _check_devices(cfg)
-    precision = getattr(torch, amp.get("precision", "float16"))
-    return _AMPTrainer(model, train_loader, optimizer, precision=precision)
+    precision = getattr(torch, cfg.train.amp.get("precision", "float16"))
+    trainer = _AMPTrainer(model, train_loader, optimizer, precision=precision, **options)
+    if steps > 1:
+        model.backward = lambda loss: trainer.grad_scaler.scale(loss).backward()
+    return trainer
+
+
+def _log_batch(cfg) -> None:
+    steps = _accumulation_steps(cfg)
+    batch = cfg.dataloader.train.get("total_batch_size")
+    if batch is None:
+        return
+    logger.info(
+        f"Effective batch: {batch} images per data-loader batch (all GPUs) × {steps} "
+        f"accumulation step(s) = {batch * steps} images per optimizer step"
+    )
 
 
 def do_train(cfg, resume: bool = False) -> None:
@@ -260,6 +292,7 @@ def do_train(cfg, resume: bool = False) -> None:
 
     model = _ddp(model, cfg, **cfg.train.ddp)
     trainer = _build_trainer(cfg, model, train_loader, optimizer)
+    _log_batch(cfg)
     scheduler = _build_scheduler(cfg, optimizer)
     checkpointer = DenseCLIPCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(
