@@ -225,7 +225,8 @@ def write_synthetic_detection(
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """``python -m denseclip.data.synthetic``: write a synthetic dataset to a folder."""
     parser = argparse.ArgumentParser(
-        description='Write a small synthetic dataset ("shapes in a landscape") to OUT_DIR.'
+        prog="python -m denseclip.data.synthetic",
+        description='Write a small synthetic dataset ("shapes in a landscape") to OUT_DIR.',
     )
     parser.add_argument("out_dir", metavar="OUT_DIR")
     parser.add_argument("--layout", choices=("segmentation", "detection"), default="segmentation")
