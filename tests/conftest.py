@@ -164,10 +164,20 @@ def backbone(make_backbone):
 
 
 @pytest.fixture(scope="session")
+def synthetic_datasets():
+    """The built-in synthetic datasets registered, as the configs of configs/Synthetic/ do."""
+    from denseclip.data.synthetic import (
+        register_synthetic_detection,
+        register_synthetic_segmentation,
+    )
+
+    register_synthetic_segmentation()
+    register_synthetic_detection()
+
+
+@pytest.fixture(scope="session")
 def _tiny_config_cache():
     from detectron2.config import LazyConfig
-
-    import denseclip.data  # noqa: F401  (registers the synthetic datasets)
 
     return {}, LazyConfig.load
 

@@ -32,6 +32,8 @@ from denseclip.data import (
     write_synthetic_segmentation,
 )
 from denseclip.data import synthetic
+from denseclip.data.synthetic import rendering, writing
+from helpers import run_python
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -246,7 +248,7 @@ def test_synthetic_crash_leaves_nothing_that_looks_complete(tmp_path, monkeypatc
     def crash(*args):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic, "generate_sample", crash)
+    monkeypatch.setattr(writing, "generate_sample", crash)
     with pytest.raises(RuntimeError):
         write_synthetic_segmentation(tmp_path / "d", **SMALL)
     assert os.listdir(tmp_path) == []
@@ -255,19 +257,19 @@ def test_synthetic_crash_leaves_nothing_that_looks_complete(tmp_path, monkeypatc
 def test_synthetic_marks_completion_and_skips_a_complete_dataset(tmp_path, monkeypatch):
     root = write_synthetic_segmentation(tmp_path / "d", **SMALL)
     assert os.path.isfile(os.path.join(root, synthetic.MARKER_NAME))
-    monkeypatch.setattr(synthetic, "generate_sample", None)  # would fail if called
+    monkeypatch.setattr(writing, "generate_sample", None)  # would fail if called
     assert write_synthetic_segmentation(tmp_path / "d", **SMALL) == root
 
 
 def test_synthetic_accepts_a_concurrent_writer_that_published_first(tmp_path, monkeypatch):
-    root, write_files = tmp_path / "d", synthetic._write_files
+    root, write_files = tmp_path / "d", writing._write_segmentation_files
 
     def lose_the_race(tmp, params):
         write_files(tmp, params)
         root.mkdir()
         write_files(str(root), params)  # another process renames its copy into place first
 
-    monkeypatch.setattr(synthetic, "_write_files", lose_the_race)
+    monkeypatch.setattr(writing, "_write_segmentation_files", lose_the_race)
     assert write_synthetic_segmentation(root, **SMALL) == str(root)
     assert os.listdir(tmp_path) == ["d"]
 
@@ -282,13 +284,32 @@ def test_synthetic_refuses_an_incomplete_or_different_folder(tmp_path):
         write_synthetic_segmentation(tmp_path / "d", seed=1, **SMALL)
 
 
-def test_builtin_synthetic_is_generated_lazily_under_env_root(tmp_path, monkeypatch):
+def test_builtin_synthetic_is_generated_lazily_under_env_root(
+    tmp_path, monkeypatch, synthetic_datasets
+):
     assert MetadataCatalog.get("synthetic_seg_train").class_prompts == list(SYNTHETIC_CLASSES)
     monkeypatch.setenv("DENSECLIP_DATASETS", str(tmp_path))
     dicts = DatasetCatalog.get("synthetic_seg_val")
     assert len(dicts) == 16
     assert dicts[0]["file_name"].startswith(str(tmp_path / "synthetic_seg" / "images" / "val"))
     assert (dicts[0]["height"], dicts[0]["width"]) == (128, 128)
+
+
+def test_synthetic_datasets_are_registered_by_the_configs_that_use_them(datasets_dir):
+    code = (
+        "import denseclip, denseclip.data\n"
+        "from detectron2.config import LazyConfig\n"
+        "from detectron2.data import DatasetCatalog\n"
+        "def synthetic(): return sorted(n for n in DatasetCatalog.list() if 'synthetic' in n)\n"
+        "print('after import:', synthetic())\n"
+        "LazyConfig.load('configs/Synthetic/denseclip_fpn_demo.py')\n"
+        "print('after config:', synthetic())\n"
+    )
+    run = run_python(["-c", code], datasets_dir)
+    assert run.returncode == 0, run.describe()
+    assert "after import: []" in run.output, run.describe()
+    seg = ["synthetic_demo_train", "synthetic_demo_val", "synthetic_seg_train", "synthetic_seg_val"]
+    assert f"after config: {seg}" in run.output, run.describe()
 
 
 def test_synthetic_default_style_draws_what_generator_v1_drew():
@@ -301,7 +322,7 @@ def test_synthetic_default_style_draws_what_generator_v1_drew():
 
 @pytest.mark.parametrize("index", range(6))
 def test_synthetic_apart_style_draws_3_to_8_shapes_that_never_overlap(index):
-    _, labels, shapes = synthetic._render(0, 0, index, (128, 128), "apart")
+    _, labels, shapes = rendering._render(0, 0, index, (128, 128), "apart")
     assert 1 <= len(shapes) <= 8
     touched = sum((coverage > 0).astype(int) for _, coverage in shapes)
     assert touched.max() == 1  # no pixel is covered by two shapes
@@ -311,7 +332,7 @@ def test_synthetic_apart_style_draws_3_to_8_shapes_that_never_overlap(index):
 
 def test_synthetic_apart_style_draws_several_shapes_of_every_class():
     shapes = [
-        kind for i in range(20) for kind, _ in synthetic._render(0, 0, i, (64, 64), "apart")[2]
+        kind for i in range(20) for kind, _ in rendering._render(0, 0, i, (64, 64), "apart")[2]
     ]
     counts = np.bincount(shapes, minlength=len(SYNTHETIC_CLASSES))
     assert len(shapes) >= 3 * 20 and counts[:2].sum() == 0 and counts[2:].min() >= 15, counts
@@ -334,14 +355,16 @@ def test_synthetic_unknown_style_is_named():
 
 
 def test_synthetic_cli_writes_a_style_and_refuses_it_for_detection(tmp_path, capsys):
-    synthetic.main([str(tmp_path / "d"), "--num-train", "2", "--num-val", "1", "--style", "apart"])
+    writing.main([str(tmp_path / "d"), "--num-train", "2", "--num-val", "1", "--style", "apart"])
     assert json.loads((tmp_path / "d" / synthetic.MARKER_NAME).read_text())["style"] == "apart"
     with pytest.raises(SystemExit):
-        synthetic.main([str(tmp_path / "e"), "--layout", "detection", "--style", "apart"])
+        writing.main([str(tmp_path / "e"), "--layout", "detection", "--style", "apart"])
     assert "--style: only the segmentation layout has styles" in capsys.readouterr().err
 
 
-def test_builtin_demo_dataset_is_the_apart_style_with_scene_colours(tmp_path, monkeypatch):
+def test_builtin_demo_dataset_is_the_apart_style_with_scene_colours(
+    tmp_path, monkeypatch, synthetic_datasets
+):
     metadata = MetadataCatalog.get("synthetic_demo_train")
     assert metadata.stuff_classes == list(SYNTHETIC_CLASSES)
     assert metadata.stuff_colors == synthetic.SYNTHETIC_COLORS

@@ -230,8 +230,6 @@ def test_gradient_clipping_leaves_small_gradients_alone():
 
 @pytest.fixture(scope="module")
 def tiny_configs():
-    import denseclip.data  # noqa: F401  (registers the synthetic datasets)
-
     return {path: _load(path) for path in (TINY_RETINANET, TINY_MASK_RCNN)}
 
 

@@ -284,7 +284,9 @@ def test_synthetic_detection_refuses_a_segmentation_dataset_folder(tmp_path):
         write_synthetic_detection(tmp_path / "d", **SMALL)
 
 
-def test_builtin_synthetic_detection_is_generated_lazily_under_env_root(datasets_dir):
+def test_builtin_synthetic_detection_is_generated_lazily_under_env_root(
+    datasets_dir, synthetic_datasets
+):
     meta = MetadataCatalog.get("synthetic_det_val")
     assert meta.thing_classes == meta.class_prompts == list(SYNTHETIC_DET_CLASSES)
     assert meta.evaluator_type == "coco"

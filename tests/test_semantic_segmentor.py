@@ -400,7 +400,7 @@ def test_set_class_names_is_a_no_op_when_names_already_match(tiny_config):
     assert set_class_names(tiny_config.model, list(SYNTHETIC_CLASSES)) == 0
 
 
-def test_dataset_class_names_reads_the_prompts_from_metadata():
+def test_dataset_class_names_reads_the_prompts_from_metadata(synthetic_datasets):
     assert dataset_class_names("synthetic_seg_train") == list(SYNTHETIC_CLASSES)
     assert dataset_class_names(["synthetic_seg_train", "synthetic_seg_val"]) == list(
         SYNTHETIC_CLASSES
@@ -418,7 +418,7 @@ def test_dataset_class_names_is_none_without_class_metadata():
     assert dataset_class_names("_test_prompts_without_metadata") is None
 
 
-def test_dataset_class_names_rejects_datasets_with_different_classes():
+def test_dataset_class_names_rejects_datasets_with_different_classes(synthetic_datasets):
     MetadataCatalog.get("_test_prompts_b").set(thing_classes=["person", "car"])
     with pytest.raises(ValueError, match="different classes"):
         dataset_class_names(["synthetic_seg_train", "_test_prompts_b"])

@@ -412,7 +412,7 @@ def test_a_dataset_folder_gone_since_registration_is_named(tmp_path, dataset_nam
         check_datasets_available({"dataloader.train.dataset.names": f"{dataset_name}_train"})
 
 
-def test_an_unregistered_dataset_is_named_with_the_closest_names():
+def test_an_unregistered_dataset_is_named_with_the_closest_names(synthetic_datasets):
     with pytest.raises(DatasetUnavailableError, match="Did you mean: synthetic_seg_train"):
         check_datasets_available({"dataloader.train.dataset.names": "synthetic_seg_trian"})
 

@@ -14,13 +14,16 @@ from detectron2.data import (
 from detectron2.data import transforms as T
 from detectron2.evaluation import SemSegEvaluator
 
-from denseclip.data import SYNTHETIC_CLASSES, DenseCLIPDatasetMapper
+from denseclip.data import DenseCLIPDatasetMapper
+from denseclip.data.synthetic import SYNTHETIC_CLASSES, register_synthetic_segmentation
 
 from ..common.models.denseclip_sizes import use_tiny
 from ..common.models.denseclip_fpn import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import poly_with_warmup as lr_multiplier
 from ..common.train import train
+
+register_synthetic_segmentation()
 
 use_tiny(model.backbone.bottom_up, SYNTHETIC_CLASSES)
 model.backbone.out_channels = 64

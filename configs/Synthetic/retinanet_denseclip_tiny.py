@@ -19,11 +19,14 @@ from detectron2.data import transforms as T
 from detectron2.evaluation import COCOEvaluator
 from detectron2.layers import ShapeSpec
 
-from denseclip.data import SYNTHETIC_DET_CLASSES, DenseCLIPDatasetMapper
+from denseclip.data import DenseCLIPDatasetMapper
+from denseclip.data.synthetic import SYNTHETIC_DET_CLASSES, register_synthetic_detection
 
 from ..common.models.denseclip_sizes import use_tiny
 from ..COCO.retinanet_denseclip_r50_fpn_1x_coco import lr_multiplier, model, optimizer
 from ..common.train import train
+
+register_synthetic_detection()
 
 use_tiny(model.backbone.bottom_up, SYNTHETIC_DET_CLASSES)
 model.backbone.top_block.in_channels.channels = 16 * 32  # res5 of the width-16 ResNet

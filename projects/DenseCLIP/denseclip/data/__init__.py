@@ -1,9 +1,10 @@
 """Datasets and augmentations for DenseCLIP.
 
-Importing this package registers the built-in datasets: ``class_prompts`` (mmseg's 150 short
-names) on detectron2's ``ade20k_sem_seg_{train,val}`` and (mmdet's 80 names) on
-``coco_2017_{train,val}``, and the synthetic ``synthetic_seg_{train,val}`` and
-``synthetic_det_{train,val}`` (generated on first use). Own data: :func:`register_folder_dataset`.
+Importing this package sets ``class_prompts`` on detectron2's built-in datasets: mmseg's 150
+short names on ``ade20k_sem_seg_{train,val}``, mmdet's 80 names on ``coco_2017_{train,val}``.
+Own data: :func:`register_folder_dataset`. The synthetic datasets (:mod:`.synthetic`) are
+registered by the configs that use them (:func:`register_synthetic_segmentation`,
+:func:`register_synthetic_detection`).
 """
 
 from .ade20k import ADE20K_CLASSES, ADE20K_DATASET_NAMES, register_ade20k_prompts
@@ -29,8 +30,8 @@ from .synthetic import (
     SYNTHETIC_DATASET_NAMES,
     SYNTHETIC_DET_CLASSES,
     SYNTHETIC_DET_DATASET_NAMES,
-    register_synthetic,
     register_synthetic_detection,
+    register_synthetic_segmentation,
     synthetic_detection_root,
     synthetic_root,
     write_synthetic_detection,
@@ -93,8 +94,8 @@ __all__ = [
     "register_ade20k_prompts",
     "register_coco_prompts",
     "register_folder_dataset",
-    "register_synthetic",
     "register_synthetic_detection",
+    "register_synthetic_segmentation",
     "resize_transform",
     "segmentation_metadata",
     "synthetic_detection_root",
@@ -105,5 +106,3 @@ __all__ = [
 
 register_ade20k_prompts()
 register_coco_prompts()
-register_synthetic()
-register_synthetic_detection()

@@ -1,0 +1,3 @@
+from .writing import main
+
+main()
