@@ -353,7 +353,7 @@ def test_synthetic_configs_defaults(path):
     budget evaluated at the end, and the model's classes are the dataset's."""
     from omegaconf import OmegaConf
 
-    from denseclip.config import dataset_class_names
+    from denseclip.data.catalog import dataset_class_names
 
     cfg = _load(path)
     train_names = cfg.dataloader.train.dataset.names

@@ -334,7 +334,8 @@ def test_tiny_detector_trains_and_evaluates_on_160px_images(
     from detectron2.config import LazyConfig
 
     from denseclip import engine
-    from denseclip.config import dataset_class_names, set_class_names
+    from denseclip.config import set_class_names
+    from denseclip.data.catalog import dataset_class_names
     from denseclip.data import register_folder_dataset, write_synthetic_detection
 
     root = write_synthetic_detection(

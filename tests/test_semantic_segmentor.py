@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 
-from denseclip.config import dataset_class_names, set_class_names
+from denseclip.config import set_class_names
+from denseclip.data.catalog import dataset_class_names
 from denseclip.data import SYNTHETIC_CLASSES
 from denseclip.data.synthetic import generate_sample
 from denseclip.losses import semantic_cross_entropy

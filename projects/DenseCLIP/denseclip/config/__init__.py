@@ -3,8 +3,6 @@
 from .arguments import add_config_arguments, parse_config_arguments
 from .loading import (
     LoadedConfig,
-    dataset_class_names,
-    dataset_name_list,
     default_device,
     load_config,
     set_class_names,
@@ -20,8 +18,6 @@ __all__ = [
     "add_config_arguments",
     "apply_overrides",
     "check_override",
-    "dataset_class_names",
-    "dataset_name_list",
     "default_device",
     "load_config",
     "parse_config_arguments",

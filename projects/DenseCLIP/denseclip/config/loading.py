@@ -9,16 +9,14 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from detectron2.config import LazyConfig
-from detectron2.data import MetadataCatalog
 
+from ..data.catalog import dataset_class_names
 from ..data.folder import parse_dataset_arg, register_folder_dataset
 from .overrides import apply_overrides
 from .run_keys import RUN_CONFIG_KEYS
 
 __all__ = [
     "LoadedConfig",
-    "dataset_class_names",
-    "dataset_name_list",
     "default_device",
     "load_config",
     "set_class_names",
@@ -28,32 +26,6 @@ __all__ = [
 def default_device() -> str:
     """ "cuda" when a GPU is visible, else "cpu" (configs use it for ``train.device``)."""
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def dataset_name_list(names) -> List[str]:
-    """A config's dataset ``names`` (one name or a list) as a list."""
-    return [names] if isinstance(names, str) else list(names)
-
-
-def dataset_class_names(dataset_names) -> Optional[List[str]]:
-    """The text prompts of a dataset: metadata ``class_prompts``, else ``stuff_classes`` or
-    ``thing_classes``; ``None`` when the metadata has none. All datasets must agree."""
-    found = None
-    for name in dataset_name_list(dataset_names):
-        meta = MetadataCatalog.get(name)
-        for key in ("class_prompts", "stuff_classes", "thing_classes"):
-            if meta.get(key) is not None:
-                names = list(meta.get(key))
-                break
-        else:
-            continue
-        if found is not None and names != found:
-            raise ValueError(
-                f"datasets {dataset_name_list(dataset_names)} have different classes: {found} vs "
-                f"{names}"
-            )
-        found = names
-    return found
 
 
 def set_class_names(model_cfg: DictConfig, class_names: Sequence[str]) -> int:

@@ -7,7 +7,7 @@ from typing import Dict, List, Sequence, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..config import dataset_name_list
+from .catalog import dataset_name_list
 from .ade20k import ADE20K_DATASET_NAMES
 
 __all__ = ["DatasetUnavailableError", "check_datasets_available", "missing_dataset_files"]
