@@ -21,17 +21,20 @@ import collections
 import logging
 import os
 import pickle
+import pickletools
 import re
 import zipfile
-from typing import Any, Callable, Dict, List, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-try:  # numpy >= 2 (numpy 1.26 has the alias too)
+try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
-except ImportError:  # pragma: no cover - older numpy
+    from numpy._core.numeric import _frombuffer
+except ImportError:  # numpy 1.x
     from numpy.core import multiarray as _multiarray
+    from numpy.core.numeric import _frombuffer
 
 __all__ = [
     "NUMPY_GLOBALS",
@@ -79,28 +82,39 @@ _NUMERIC_DTYPE_CLASSES = {
 
 #: The numpy objects checkpoints hold: numeric arrays and scalars, e.g. detectron2 / Caffe2
 #: ``.pkl`` weights, or an mmcv evaluation hook's ``meta['hook_msgs']['best_score']`` in the
-#: official releases. Each entry is (the object, the name a pickle stores); numpy 1.x writes
-#: ``numpy.core.multiarray.*``, numpy 2 ``numpy._core.multiarray.*``.
+#: official releases (pickle protocol 5 stores arrays by ``_frombuffer``). Each entry is (the
+#: object, the name a pickle stores); numpy 1.x writes ``numpy.core.*``, numpy 2
+#: ``numpy._core.*``.
 NUMPY_GLOBALS: Tuple[Tuple[Callable, str], ...] = (
     tuple(
-        (obj, f"numpy.{core}.multiarray.{name}")
+        (obj, f"numpy.{core}.{name}")
         for core in ("core", "_core")
         for obj, name in (
-            (_multiarray.scalar, "scalar"),
-            (_multiarray._reconstruct, "_reconstruct"),
+            (_multiarray.scalar, "multiarray.scalar"),
+            (_multiarray._reconstruct, "multiarray._reconstruct"),
+            (_frombuffer, "numeric._frombuffer"),
         )
     )
     + ((np.dtype, "numpy.dtype"), (np.ndarray, "numpy.ndarray"))
     + tuple((cls, f"{cls.__module__}.{cls.__qualname__}") for cls in _NUMERIC_DTYPE_CLASSES)
 )
 
+#: Python's data types that pickle protocols 0-2 store by name (``__builtin__`` is how Python
+#: 3 writes ``builtins`` there, for Python 2); ``_codecs.encode`` is how Python 3 stores
+#: ``bytes`` there (e.g. the data of an array).
+_BUILTIN_DATA_TYPES = (bytes, bytearray, complex, set, frozenset)
+
 #: Every object a ``.pkl`` checkpoint may name, by the name its pickle stores: the numpy ones,
-#: OrderedDict, and ``_codecs.encode`` (how Python 3 stores ``bytes``, e.g. array data, at
-#: pickle protocols 0-2).
+#: Python's data types, OrderedDict.
 PICKLE_GLOBALS: Dict[str, Callable] = {
     **{name: obj for obj, name in NUMPY_GLOBALS},
-    "collections.OrderedDict": collections.OrderedDict,
+    **{
+        f"{module}.{t.__name__}": t
+        for module in ("builtins", "__builtin__")
+        for t in _BUILTIN_DATA_TYPES
+    },
     "_codecs.encode": codecs.encode,
+    "collections.OrderedDict": collections.OrderedDict,
 }
 
 
@@ -134,7 +148,11 @@ def load_pickle_file(path: str) -> Any:
         if checkpoints_trusted():
             _warn_trusted(path)
             return pickle.load(f, encoding="latin1")
-        return _RestrictedUnpickler(f, path).load()
+        try:
+            return _RestrictedUnpickler(f, path).load()
+        except UntrustedCheckpointError as refusal:
+            refused = _refused_in_pickle(path) or refusal.names
+        raise UntrustedCheckpointError(path, refused)
 
 
 def load_torch_file(path: str) -> Any:
@@ -166,7 +184,7 @@ _REFUSED_PATTERNS = (r"GLOBAL (\S+) was not an allowed global", r"but got <class
 def _refused_names(path: str, error: Exception) -> List[str]:
     """The objects outside the allowlist that ``path`` names, or [] when ``error`` is not a
     refusal (a damaged file): from the archive's pickle (torch's zip format), torch's message
-    (its legacy format), or the restricted unpickler (a plain pickle, which torch does not
+    (its legacy format), or the file read as one pickle (a plain pickle, which torch does not
     read)."""
     names = {m for p in _REFUSED_PATTERNS for m in re.findall(p, str(error))}
     if zipfile.is_zipfile(path):
@@ -176,11 +194,56 @@ def _refused_names(path: str, error: Exception) -> List[str]:
         except (ValueError, RuntimeError):  # not a torch.save archive
             pass
     elif not names:
-        try:
-            with open(path, "rb") as f:
-                _RestrictedUnpickler(f, path).load()
-        except UntrustedCheckpointError as refusal:
-            names = set(refusal.names)
-        except Exception:  # not a pickle either: torch's error stands
-            pass
+        names = set(_refused_in_pickle(path))
     return sorted(names)
+
+
+def _refused_in_pickle(path: str) -> List[str]:
+    """The objects outside :data:`PICKLE_GLOBALS` that the pickle at the start of ``path``
+    names, in order, read by ``pickletools`` (nothing is built); [] if it is no pickle."""
+    try:
+        with open(path, "rb") as f:
+            names = _pickle_globals(f)
+    except Exception:  # not a pickle: nothing is named
+        return []
+    return [name for name in dict.fromkeys(names) if name not in PICKLE_GLOBALS]
+
+
+_STRING_OPCODES = {
+    "SHORT_BINUNICODE",
+    "BINUNICODE",
+    "BINUNICODE8",
+    "UNICODE",
+    "STRING",
+    "BINSTRING",
+    "SHORT_BINSTRING",
+}
+
+
+def _pickle_globals(stream: IO[bytes]) -> List[str]:
+    """``module.name`` of each object a pickle names (opcodes GLOBAL, INST, STACK_GLOBAL).
+
+    STACK_GLOBAL takes the two strings on top of the stack, pushed just before it, either
+    literally or from the memo: the values of the last two pushes and the memoised strings are
+    followed, every other value is None.
+    """
+    names: List[str] = []
+    top: List[Optional[str]] = [None, None]
+    memo: Dict[int, Optional[str]] = {}
+    for opcode, arg, _ in pickletools.genops(stream):
+        name = opcode.name
+        if name in ("GLOBAL", "INST"):
+            names.append(arg.replace(" ", "."))
+        elif name == "STACK_GLOBAL" and None not in top:
+            names.append(".".join(top))
+        if name == "MEMOIZE":
+            memo[len(memo)] = top[-1]
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = top[-1]
+        elif name not in ("FRAME", "PROTO"):
+            if name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed = memo.get(arg)
+            else:
+                pushed = arg if name in _STRING_OPCODES else None
+            top = [top[-1], pushed]
+    return names
