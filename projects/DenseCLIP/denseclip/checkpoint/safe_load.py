@@ -6,8 +6,8 @@ A checkpoint is a pickle, and unpickling calls whatever the file names (``os.sys
 - ``.pth`` / ``.pt`` (:func:`load_torch_file`): ``torch.load(weights_only=True)``, which builds
   only tensors, Python containers, numbers and strings, plus :data:`NUMPY_GLOBALS`;
 - ``.pkl`` (:func:`load_pickle_file`; detectron2 model zoo, Caffe2 / Detectron1 ``blobs``):
-  a restricted unpickler that builds only Python containers, numbers and strings, OrderedDict
-  and :data:`NUMPY_GLOBALS`;
+  a restricted unpickler that builds only Python's containers, numbers and strings, and
+  :data:`PICKLE_GLOBALS` (the numpy objects, OrderedDict, Python's other data types);
 - TorchScript archives (CLIP releases) go through ``torch.jit.load`` only (:mod:`.clip`).
 
 A file that would build anything else is refused (:class:`UntrustedCheckpointError`) before
