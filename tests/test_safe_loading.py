@@ -19,7 +19,7 @@ from mmcv_reference import save_mmcv_checkpoint
 from PIL import Image
 from torch import nn
 
-from detectron2.config import instantiate
+from detectron2.config import LazyConfig, instantiate
 
 from denseclip import Predictor
 from denseclip.checkpoint import (
@@ -124,8 +124,6 @@ def assert_refusal_names(message: str, path: str) -> None:
 @pytest.fixture(scope="module")
 def tiny_model_state():
     torch.manual_seed(0)
-    from detectron2.config import LazyConfig
-
     return instantiate(LazyConfig.load(TINY_CONFIG_PATH).model).state_dict()
 
 
@@ -194,8 +192,6 @@ def test_a_detectron2_model_zoo_pkl_with_numpy_arrays_loads(tmp_path, tiny_model
         }
         pickle.dump(content, f, protocol=protocol)
     torch.manual_seed(1)
-    from detectron2.config import LazyConfig
-
     model = instantiate(LazyConfig.load(TINY_CONFIG_PATH).model)
     DenseCLIPCheckpointer(model).load(path)
     for key, value in model.state_dict().items():
