@@ -20,13 +20,15 @@ from detectron2.config import LazyConfig, instantiate
 
 from denseclip.checkpoint import DenseCLIPCheckpointer
 from denseclip.checkpoint.official import (
+    check_matches_model,
+    convert_official_state_dict,
+    find_rule_table,
+)
+from denseclip.checkpoint.official_rules import (
     MASK_RCNN_RULES,
     RETINANET_RULES,
     OfficialCheckpointError,
     PermuteAnchors,
-    check_matches_model,
-    convert_official_state_dict,
-    find_rule_table,
 )
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

@@ -51,11 +51,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
-from denseclip.checkpoint.official import (
-    RETINANET_ANCHORS,
-    convert_official_state_dict,
-    load_official_checkpoint,
-)
+from denseclip.checkpoint.official import convert_official_state_dict, load_official_checkpoint
+from denseclip.checkpoint.official_rules import RETINANET_ANCHORS
 from denseclip.data import SYNTHETIC_DET_CLASSES, KeepRatioResize
 from denseclip.data.folder import coco_instances_path
 from denseclip.data.synthetic import synthetic_detection_root

@@ -26,12 +26,18 @@ backbone and the CLIP text encoder under the model's own names.
 
 import argparse
 import os
+import sys
 
 import torch
 
 from detectron2.config import LazyConfig, instantiate
 
-from denseclip.checkpoint import combine_imagenet_and_clip
+from denseclip.checkpoint import (
+    AtomicWriter,
+    UntrustedCheckpointError,
+    combine_imagenet_and_clip,
+    load_torch_file,
+)
 
 
 def main(argv=None):
@@ -50,12 +56,14 @@ def main(argv=None):
         if not os.path.isfile(path):
             parser.error(f"no file at {path!r}")
     model = instantiate(LazyConfig.load(args.config_file).model)
-    clip_model = torch.load(args.clip, map_location="cpu")["model"]
-    combined = combine_imagenet_and_clip(model, args.imagenet, clip_model)
+    try:
+        clip_model = load_torch_file(args.clip)["model"]
+        combined = combine_imagenet_and_clip(model, args.imagenet, clip_model)
+    except UntrustedCheckpointError as error:
+        sys.exit(f"error: {error}")
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
-    torch.save(
-        {"model": combined, "__author__": "denseclip/tools/combine_imagenet_clip.py"}, args.dst
-    )
+    with AtomicWriter(args.dst) as f:
+        torch.save({"model": combined, "__author__": "denseclip/tools/combine_imagenet_clip.py"}, f)
     print(f"{args.imagenet} + {args.clip} -> {args.dst}: {len(combined)} tensors")
 
 

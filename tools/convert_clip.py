@@ -14,10 +14,16 @@ context length), so one file serves every config of the same CLIP model.
 
 import argparse
 import os
+import sys
 
 import torch
 
-from denseclip.checkpoint import convert_openai_clip, load_openai_clip_state_dict
+from denseclip.checkpoint import (
+    AtomicWriter,
+    UntrustedCheckpointError,
+    convert_openai_clip,
+    load_openai_clip_state_dict,
+)
 
 
 def main(argv=None):
@@ -30,9 +36,13 @@ def main(argv=None):
 
     if not os.path.isfile(args.src):
         parser.error(f"no file at {args.src!r}")
-    model, report = convert_openai_clip(load_openai_clip_state_dict(args.src))
+    try:
+        model, report = convert_openai_clip(load_openai_clip_state_dict(args.src))
+    except UntrustedCheckpointError as error:
+        sys.exit(f"error: {error}")
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
-    torch.save({"model": model, "__author__": "denseclip/tools/convert_clip.py"}, args.dst)
+    with AtomicWriter(args.dst) as f:
+        torch.save({"model": model, "__author__": "denseclip/tools/convert_clip.py"}, f)
     print(f"{args.src} -> {args.dst}: {report.summary()}")
 
 

@@ -8,7 +8,7 @@
         --eval-only train.init_checkpoint=pretrained/denseclip_fpn_res50_d2.pth
 
 SRC is the file of the official model zoo (``{'meta': ..., 'state_dict': ...}``, official key
-names). Every tensor is renamed (see ``denseclip.checkpoint.official``); only RetinaNet's two
+names). Every tensor is renamed (see ``denseclip.checkpoint.official_rules``); only RetinaNet's two
 predictors are changed (their anchor blocks reordered from mmdet's ratio-major to detectron2's
 size-major order). The text encoder keeps the checkpoint's weights. A key that no rule maps is
 an error. With --config, the config's model is built and the result must load into it strictly (same keys, same shapes),
@@ -25,6 +25,7 @@ import torch
 from detectron2.config import instantiate
 
 from denseclip.checkpoint import (
+    AtomicWriter,
     OfficialCheckpointError,
     check_class_names,
     check_matches_model,
@@ -37,8 +38,11 @@ from denseclip.config import load_config
 def convert(src: str, dst: str, config: Optional[str] = None, overrides: Sequence[str] = ()) -> str:
     """Converts SRC into DST (checked against the config's model if given); returns a summary.
 
+    Nothing is written unless SRC loads safely, converts and fits the model.
+
     Raises:
-        OfficialCheckpointError: unmapped keys, or a checkpoint that does not fit the model.
+        OfficialCheckpointError: a file that would run code when loaded, unmapped keys, or a
+            checkpoint that does not fit the model.
     """
     state_dict, meta = load_official_checkpoint(src)
     conversion = convert_official_state_dict(state_dict, source=src)
@@ -50,10 +54,11 @@ def convert(src: str, dst: str, config: Optional[str] = None, overrides: Sequenc
         check_class_names(meta.get("CLASSES"), model, config)
         checked = f"; loads strictly into {config}"
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    torch.save(
-        {"model": conversion.state_dict, "__author__": "tools/convert_official_checkpoint.py"},
-        dst,
-    )
+    with AtomicWriter(dst) as f:
+        torch.save(
+            {"model": conversion.state_dict, "__author__": "tools/convert_official_checkpoint.py"},
+            f,
+        )
     return f"{src} -> {dst}: {conversion.summary()}{checked}"
 
 

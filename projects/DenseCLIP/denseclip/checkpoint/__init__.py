@@ -1,11 +1,12 @@
 """Checkpoint loading and conversion (OpenAI CLIP files and official DenseCLIP releases → our
-models)."""
+models); every file is read without running code it carries (:mod:`.safe_load`)."""
 
 from .atomic import AtomicWritePathManager, AtomicWriter
 from .checkpointer import (
     CheckpointReadError,
     DenseCLIPCheckpointer,
     NonFiniteWeightsError,
+    SafeDetectionCheckpointer,
     adapt_positional_embeddings,
     non_finite_tensors,
 )
@@ -22,18 +23,27 @@ from .imagenet import (
     torchvision_resnet_to_detectron2,
 )
 from .official import (
-    DENSECLIP_BACKBONE_RULES,
-    RULE_TABLES,
-    SEMANTIC_FPN_RULES,
-    KeyRule,
-    OfficialCheckpointError,
     OfficialConversion,
-    RuleTable,
     check_class_names,
     check_matches_model,
     convert_official_state_dict,
     find_rule_table,
     load_official_checkpoint,
+)
+from .official_rules import (
+    DENSECLIP_BACKBONE_RULES,
+    RULE_TABLES,
+    SEMANTIC_FPN_RULES,
+    KeyRule,
+    OfficialCheckpointError,
+    RuleTable,
+)
+from .safe_load import (
+    TRUST_VARIABLE,
+    UntrustedCheckpointError,
+    checkpoints_trusted,
+    load_pickle_file,
+    load_torch_file,
 )
 
 __all__ = [
@@ -42,6 +52,7 @@ __all__ = [
     "CheckpointReadError",
     "DenseCLIPCheckpointer",
     "NonFiniteWeightsError",
+    "SafeDetectionCheckpointer",
     "adapt_positional_embeddings",
     "non_finite_tensors",
     "IMAGE_ENCODER_PREFIX",
@@ -52,16 +63,21 @@ __all__ = [
     "IMAGENET_BACKBONE_PREFIX",
     "combine_imagenet_and_clip",
     "torchvision_resnet_to_detectron2",
-    "DENSECLIP_BACKBONE_RULES",
-    "RULE_TABLES",
-    "SEMANTIC_FPN_RULES",
-    "KeyRule",
-    "OfficialCheckpointError",
     "OfficialConversion",
-    "RuleTable",
     "check_class_names",
     "check_matches_model",
     "convert_official_state_dict",
     "find_rule_table",
     "load_official_checkpoint",
+    "DENSECLIP_BACKBONE_RULES",
+    "RULE_TABLES",
+    "SEMANTIC_FPN_RULES",
+    "KeyRule",
+    "OfficialCheckpointError",
+    "RuleTable",
+    "TRUST_VARIABLE",
+    "UntrustedCheckpointError",
+    "checkpoints_trusted",
+    "load_pickle_file",
+    "load_torch_file",
 ]

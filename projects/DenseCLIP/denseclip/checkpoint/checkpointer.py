@@ -1,4 +1,5 @@
-"""Detectron2 checkpointer that adapts CLIP positional embeddings to the model, writes
+"""Detectron2 checkpointers that read files without running code they carry
+(:mod:`.safe_load`); DenseCLIP's also adapts CLIP positional embeddings to the model, writes
 checkpoints atomically and never writes non-finite weights."""
 
 import errno
@@ -14,11 +15,13 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from .atomic import AtomicWritePathManager
 from .deploy import fit_prompts_to_checkpoint
+from .safe_load import UntrustedCheckpointError, load_pickle_file, load_torch_file
 
 __all__ = [
     "CheckpointReadError",
     "DenseCLIPCheckpointer",
     "NonFiniteWeightsError",
+    "SafeDetectionCheckpointer",
     "adapt_positional_embeddings",
     "non_finite_tensors",
 ]
@@ -87,10 +90,52 @@ def non_finite_tensors(state_dict: Dict[str, torch.Tensor]) -> List[str]:
     ]
 
 
-class DenseCLIPCheckpointer(DetectionCheckpointer):
-    """:class:`DetectionCheckpointer` that adapts positional embeddings before loading (and
-    swaps in deployed class prompts for a deploy checkpoint, :mod:`denseclip.checkpoint.deploy`),
-    and for saving:
+class SafeDetectionCheckpointer(DetectionCheckpointer):
+    """:class:`DetectionCheckpointer` that reads every file format it accepts through
+    :mod:`.safe_load`: ``.pkl`` (detectron2 or Caffe2 model zoo) by the restricted unpickler,
+    the others (``.pth``, pycls ``.pyth``) ``weights_only``. A file that would build another
+    object raises :class:`~.safe_load.UntrustedCheckpointError`."""
+
+    def _load_file(self, filename: str):
+        if filename.endswith(".pkl"):
+            return _model_zoo_checkpoint(load_pickle_file(filename), self.logger)
+        if filename.endswith(".pyth"):
+            return _pycls_checkpoint(load_torch_file(filename), filename)
+        return super()._load_file(filename)
+
+    def _torch_load(self, f: str):
+        return load_torch_file(f)
+
+
+def _model_zoo_checkpoint(data: dict, logger: logging.Logger) -> dict:
+    """A ``.pkl`` file's content as detectron2's checkpointer reads it: a detectron2 model zoo
+    file (``{"model": ..., "__author__": ...}``) as it is; a Caffe2 / Detectron1 one (its
+    ``"blobs"``, or the dict itself for ImageNet models), ``*_momentum`` entries dropped, for
+    loading by name-matching heuristics."""
+    if "model" in data and "__author__" in data:
+        logger.info(f"Reading a file from '{data['__author__']}'")
+        return data
+    blobs = data.get("blobs", data)
+    blobs = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
+    return {"model": blobs, "__author__": "Caffe2", "matching_heuristics": True}
+
+
+def _pycls_checkpoint(data: dict, filename: str) -> dict:
+    """A pycls ``.pyth`` file's content as detectron2's checkpointer reads it."""
+    if "model_state" not in data:
+        raise ValueError(
+            f"Cannot load .pyth file {filename}; pycls checkpoints must contain 'model_state'."
+        )
+    model_state = {
+        k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")
+    }
+    return {"model": model_state, "__author__": "pycls", "matching_heuristics": True}
+
+
+class DenseCLIPCheckpointer(SafeDetectionCheckpointer):
+    """:class:`DetectionCheckpointer` that reads files safely, adapts positional embeddings before
+    loading (and swaps in deployed class prompts for a deploy checkpoint,
+    :mod:`denseclip.checkpoint.deploy`), and for saving:
 
     - writes each checkpoint and the ``last_checkpoint`` tag atomically
       (:mod:`denseclip.checkpoint.atomic`): a run killed at any moment, or a full disk, leaves the
@@ -99,7 +144,8 @@ class DenseCLIPCheckpointer(DetectionCheckpointer):
     - refuses to save a model with NaN or infinite weights (:class:`NonFiniteWeightsError`,
       naming them), so a diverged run never overwrites good checkpoints with bad ones.
 
-    A checkpoint that cannot be loaded raises :class:`CheckpointReadError` naming the file.
+    A checkpoint that cannot be loaded raises :class:`CheckpointReadError` naming the file, one
+    that would run code :class:`~.safe_load.UntrustedCheckpointError`.
     """
 
     def __init__(self, model, save_dir: str = "", **kwargs):
@@ -134,6 +180,8 @@ class DenseCLIPCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename: str):
         try:
             return super()._load_file(filename)
+        except UntrustedCheckpointError:
+            raise
         except (RuntimeError, EOFError, pickle.UnpicklingError, OSError) as error:
             raise CheckpointReadError(
                 f"cannot load checkpoint {filename} (truncated, or not a checkpoint?): {error}"

@@ -11,6 +11,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from .safe_load import load_torch_file
+
 __all__ = [
     "IMAGE_ENCODER_PREFIX",
     "TEXT_ENCODER_PREFIX",
@@ -49,11 +51,12 @@ class ConversionReport:
 
 def load_openai_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """Reads an OpenAI CLIP release file (TorchScript archive such as ``RN50.pt``, or a plain
-    state dict) as a float32 state dict."""
+    state dict) as a float32 state dict. Archives are read by ``torch.jit.load`` only, state
+    dicts by :func:`~.safe_load.load_torch_file` (raises ``UntrustedCheckpointError``)."""
     try:
         state_dict = torch.jit.load(path, map_location="cpu").state_dict()
     except RuntimeError:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        state_dict = load_torch_file(path)
         if not isinstance(state_dict, dict):
             raise ValueError(f"{path}: expected a CLIP state dict, got {type(state_dict).__name__}")
         state_dict = state_dict.get("state_dict", state_dict)

@@ -8,9 +8,9 @@ from typing import Dict, Mapping, Optional
 import torch
 from torch import nn
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling.backbone import SwinTransformer
 
+from .checkpointer import SafeDetectionCheckpointer
 from .clip import TEXT_ENCODER_PREFIX
 
 __all__ = [
@@ -41,7 +41,8 @@ def combine_imagenet_and_clip(
 
     Args:
         model: the model built from the config (its ImageNet backbone receives the weights).
-        imagenet_path: any file detectron2's checkpointer loads into the backbone. ResNets: a
+        imagenet_path: any file detectron2's checkpointer loads into the backbone (read by
+            :class:`~.checkpointer.SafeDetectionCheckpointer`). ResNets: a
             torchvision release (``resnet50-0676ba61.pth``, renamed by
             :func:`torchvision_resnet_to_detectron2`), the output of detectron2's
             ``tools/convert-torchvision-to-d2.py`` or an MSRA ``R-50.pkl`` (Caffe2 names, mapped
@@ -109,9 +110,9 @@ def _is_torchvision_resnet(state_dict: Mapping) -> bool:
     return "layer1.0.conv1.weight" in state_dict and "conv1.weight" in state_dict
 
 
-class _ImageNetCheckpointer(DetectionCheckpointer):
-    """detectron2's checkpointer (file formats, name matching) that also reads torchvision
-    ResNet releases and keeps the file's ``author`` and the ``incompatible`` keys of its last
+class _ImageNetCheckpointer(SafeDetectionCheckpointer):
+    """detectron2's checkpointer (file formats read safely, name matching) that also reads
+    torchvision ResNet releases and keeps the file's ``author`` and the ``incompatible`` keys of its last
     :meth:`load`."""
 
     def _load_file(self, filename):
