@@ -321,8 +321,9 @@ def test_ade20k_configs_follow_the_official_recipe(path):
     assert (schedule.power, schedule.min_lr, schedule.warmup_iters) == (0.9, 1e-6, 1500)
     assert schedule.warmup_ratio == 1e-6
     assert cfg.dataloader.train.total_batch_size == 32
-    assert cfg.dataloader.train.dataset.names == "ade20k_sem_seg_train"
-    assert cfg.dataloader.test.dataset.names == "ade20k_sem_seg_val"
+    # ADEChallengeData2016 as extracted, labels as mmseg reads them (reduce_zero_label)
+    assert cfg.dataloader.train.dataset.names == "ade20k_challenge_train"
+    assert cfg.dataloader.test.dataset.names == "ade20k_challenge_val"
     assert cfg.dataloader.train.mapper.augmentations.crop_size == crop
     for split in ("train", "test"):  # mmseg's Resize: img_scale (2048, crop), mmcv's OpenCV resize
         augmentations = instantiate(cfg.dataloader[split].mapper.augmentations)

@@ -1,5 +1,6 @@
-"""ADE20K-150 semantic segmentation (detectron2's builtin ``ade20k_sem_seg_*`` under
-``$DETECTRON2_DATASETS/ADEChallengeData2016``) with mmseg's pipeline: random ratio resize of
+"""ADE20K-150 semantic segmentation, read from ``$DETECTRON2_DATASETS/ADEChallengeData2016`` as
+the official zip extracts it (``ade20k_challenge_*``: mmseg's ``reduce_zero_label``, no
+preparation step; detectron2's prepared ``ade20k_sem_seg_*`` work too), with mmseg's pipeline: random ratio resize of
 (2048, 512), 512 crop (category ratio ≤ 0.75), flip, photometric distortion; tests at short
 side 512 (long ≤ 2048). Resizing is mmcv's (OpenCV bilinear, mmcv's rounding);
 ``augmentations.resize_backend=pil`` (train and test) switches to detectron2's PIL resize. Images
@@ -17,11 +18,12 @@ from denseclip.data import (
     DenseCLIPDatasetMapper,
     ade20k_test_augmentations,
     ade20k_train_augmentations,
+    sem_seg_label_loader,
 )
 
 dataloader = dict(
     train=L(build_detection_train_loader)(
-        dataset=L(get_detection_dataset_dicts)(names="ade20k_sem_seg_train", filter_empty=False),
+        dataset=L(get_detection_dataset_dicts)(names="ade20k_challenge_train", filter_empty=False),
         mapper=L(DenseCLIPDatasetMapper)(
             is_train=True,
             augmentations=L(ade20k_train_augmentations)(crop_size=512, scale=(2048, 512)),
@@ -31,7 +33,7 @@ dataloader = dict(
         num_workers=4,
     ),
     test=L(build_detection_test_loader)(
-        dataset=L(get_detection_dataset_dicts)(names="ade20k_sem_seg_val", filter_empty=False),
+        dataset=L(get_detection_dataset_dicts)(names="ade20k_challenge_val", filter_empty=False),
         mapper=L(DenseCLIPDatasetMapper)(
             is_train=False,
             augmentations=L(ade20k_test_augmentations)(scale=(2048, 512)),
@@ -39,5 +41,8 @@ dataloader = dict(
         ),
         num_workers=4,
     ),
-    evaluator=L(SemSegEvaluator)(dataset_name="${..test.dataset.names}"),
+    evaluator=L(SemSegEvaluator)(
+        dataset_name="${..test.dataset.names}",
+        sem_seg_loading_fn=L(sem_seg_label_loader)(dataset_name="${..dataset_name}"),
+    ),
 )

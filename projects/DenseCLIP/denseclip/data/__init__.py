@@ -7,7 +7,14 @@ registered by the configs that use them (:func:`register_synthetic_segmentation`
 :func:`register_synthetic_detection`).
 """
 
-from .ade20k import ADE20K_CLASSES, ADE20K_DATASET_NAMES, register_ade20k_prompts
+from .ade20k import (
+    ADE20K_CHALLENGE_NAMES,
+    ADE20K_CLASSES,
+    ADE20K_DATASET_NAMES,
+    register_ade20k_challenge,
+    register_ade20k_prompts,
+)
+from .catalog import sem_seg_label_loader
 from .coco import COCO_CLASSES, COCO_DATASET_NAMES, register_coco_prompts
 from .folder import (
     IGNORE_LABEL,
@@ -54,6 +61,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "ADE20K_CHALLENGE_NAMES",
     "ADE20K_CLASSES",
     "ADE20K_DATASET_NAMES",
     "COCO_CLASSES",
@@ -90,7 +98,9 @@ __all__ = [
     "read_classes",
     "read_image",
     "read_label",
+    "sem_seg_label_loader",
     "read_coco_categories",
+    "register_ade20k_challenge",
     "register_ade20k_prompts",
     "register_coco_prompts",
     "register_folder_dataset",
@@ -105,4 +115,5 @@ __all__ = [
 ]
 
 register_ade20k_prompts()
+register_ade20k_challenge()
 register_coco_prompts()

@@ -8,13 +8,18 @@ from typing import Dict, List, Sequence, Union
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .catalog import dataset_name_list
-from .ade20k import ADE20K_DATASET_NAMES
+from .ade20k import ADE20K_CHALLENGE_NAMES, ADE20K_DATASET_NAMES
 
 __all__ = ["DatasetUnavailableError", "check_datasets_available", "missing_dataset_files"]
 
 #: Metadata keys of registered datasets that name files or folders the data is read from.
 PATH_KEYS = ("image_root", "sem_seg_root", "json_file")
 
+_ADE20K_CHALLENGE_HINT = (
+    "ADE20K is read from $DETECTRON2_DATASETS/ADEChallengeData2016 ({env}) as extracted: "
+    "download http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip and unzip it "
+    "into $DETECTRON2_DATASETS (images/ and annotations/ with training/ and validation/ each)."
+)
 _ADE20K_HINT = (
     "ADE20K is read from $DETECTRON2_DATASETS/ADEChallengeData2016 ({env}). Prepare it once: "
     "download http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip, unzip it "
@@ -41,6 +46,8 @@ def _environment() -> str:
 
 
 def _hint(name: str) -> str:
+    if name in ADE20K_CHALLENGE_NAMES:
+        return _ADE20K_CHALLENGE_HINT.format(env=_environment())
     if name in ADE20K_DATASET_NAMES:
         return _ADE20K_HINT.format(env=_environment())
     if name.startswith("coco_"):

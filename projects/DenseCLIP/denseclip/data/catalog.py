@@ -1,10 +1,15 @@
 """What the dataset catalog says about the datasets a config names."""
 
-from typing import List, Optional
+from typing import Callable, List, Optional
+
+import numpy as np
 
 from detectron2.data import MetadataCatalog
+from detectron2.evaluation.sem_seg_evaluation import load_image_into_numpy_array
 
-__all__ = ["dataset_class_names", "dataset_name_list"]
+from .image_io import reduce_zero_label
+
+__all__ = ["dataset_class_names", "dataset_name_list", "sem_seg_label_loader"]
 
 
 def dataset_name_list(names) -> List[str]:
@@ -31,3 +36,16 @@ def dataset_class_names(dataset_names) -> Optional[List[str]]:
             )
         found = names
     return found
+
+
+def sem_seg_label_loader(dataset_name: str) -> Callable[..., np.ndarray]:
+    """``SemSegEvaluator``'s ``sem_seg_loading_fn`` for ``dataset_name``: its label files read
+    as detectron2 reads them, with mmseg's ``reduce_zero_label`` where the dataset's metadata
+    asks for it (as the training mapper reads them)."""
+    reduce = bool(MetadataCatalog.get(dataset_name).get("reduce_zero_label", False))
+
+    def load(path: str, dtype=int) -> np.ndarray:
+        labels = load_image_into_numpy_array(path, dtype=dtype)
+        return reduce_zero_label(labels) if reduce else labels
+
+    return load

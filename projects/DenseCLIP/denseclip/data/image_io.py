@@ -23,7 +23,14 @@ from PIL import Image, ImageOps
 from detectron2.data.detection_utils import convert_PIL_to_numpy
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["ImageReadError", "image_size", "read_image", "read_label", "to_8bit"]
+__all__ = [
+    "ImageReadError",
+    "image_size",
+    "read_image",
+    "read_label",
+    "reduce_zero_label",
+    "to_8bit",
+]
 
 _EXIF_ORIENTATION = 0x0112
 #: EXIF orientations that turn the image by 90° (width and height swap).
@@ -79,10 +86,22 @@ def read_image(path: str, format: str = "BGR") -> np.ndarray:
     return convert_PIL_to_numpy(to_8bit(_open(path)), format)
 
 
-def read_label(path: str) -> np.ndarray:
+def read_label(path: str, reduce_zero: bool = False) -> np.ndarray:
     """A label image as H×W uint8, as detectron2's DatasetMapper reads it (``L``, no scaling:
-    the values are class ids); :class:`ImageReadError` naming the file if it cannot be read."""
-    return convert_PIL_to_numpy(_open(path), "L")[:, :, 0]
+    the values are class ids), with mmseg's ``reduce_zero_label`` when ``reduce_zero``
+    (:func:`reduce_zero_label`); :class:`ImageReadError` naming the file if it cannot be read."""
+    labels = convert_PIL_to_numpy(_open(path), "L")[:, :, 0]
+    return reduce_zero_label(labels) if reduce_zero else labels
+
+
+def reduce_zero_label(labels: np.ndarray) -> np.ndarray:
+    """mmseg's ``reduce_zero_label``: 0 ("other", unlabelled in ADEChallengeData2016) becomes the
+    ignore value 255 and every class id k ≥ 1 becomes k − 1; 255 stays 255. Any integer dtype."""
+    reduced = labels.copy()
+    labelled = (labels != 0) & (labels != 255)
+    reduced[labels == 0] = 255
+    reduced[labelled] -= 1
+    return reduced
 
 
 def image_size(path: str) -> Tuple[int, int]:

@@ -22,7 +22,9 @@ __all__ = ["DenseCLIPDatasetMapper", "MMDetDatasetMapper", "mmdet_keeps_annotati
 class DenseCLIPDatasetMapper(DatasetMapper):
     """:class:`detectron2.data.DatasetMapper` (same arguments, same outputs) that reads the image
     with :func:`~denseclip.data.image_io.read_image` (16-bit greyscale scaled instead of
-    clipped) and names the file in every read or size error.
+    clipped), applies mmseg's ``reduce_zero_label`` to the labels of dataset dicts that ask for
+    it (``"reduce_zero_label": True``, ADEChallengeData2016 as extracted) and names the file in
+    every read or size error.
 
     detectron2's mapper reads inside ``__call__`` with no hook for the reader ("write your own
     image loading"), so ``__call__`` is written here on detectron2's own pieces
@@ -39,7 +41,8 @@ class DenseCLIPDatasetMapper(DatasetMapper):
         except utils.SizeMismatchError as error:
             raise utils.SizeMismatchError(f"{file_name} (EXIF orientation applied): {error}")
         labels_file = dataset_dict.pop("sem_seg_file_name", None)
-        labels = read_label(labels_file) if labels_file is not None else None
+        reduce = dataset_dict.pop("reduce_zero_label", False)
+        labels = read_label(labels_file, reduce) if labels_file is not None else None
 
         aug_input = T.AugInput(image, sem_seg=labels)
         transforms = self.augmentations(aug_input)
