@@ -1,12 +1,15 @@
-"""Specification of ``denseclip.backbone``: the detectron2 backbones around the CLIP encoders."""
+"""Specification of ``denseclip.backbone`` (the detectron2 backbones around the CLIP encoders) and
+of the FPN over them (``denseclip.pyramids``)."""
 
 import pytest
 import torch
 
 from detectron2.layers import ShapeSpec
+from detectron2.modeling import FPN
 
-from denseclip.backbone import CLIPImageBackbone, DenseCLIPBackbone, FPNWithSideOutputs
+from denseclip.backbone import CLIPImageBackbone, DenseCLIPBackbone
 from denseclip.prompting import score_maps
+from denseclip.pyramids import FPNWithSideOutputs
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -201,3 +204,28 @@ def test_fpn_side_outputs_come_from_the_current_forward(backbone):
         outputs = fpn(second)
         expected = backbone(second)["score_map"]
     torch.testing.assert_close(outputs["score_map"], expected)
+
+
+def test_fpn_leaves_no_hook_on_its_bottom_up(backbone, images):
+    """The side outputs are caught for one call only: no hook stays on the bottom-up (which the
+    Predictor also calls alone, for score maps)."""
+    fpn = build_fpn(backbone).eval()
+    with torch.no_grad():
+        fpn(images)
+    assert not backbone._forward_hooks
+
+
+def test_fpn_top_down_path_takes_the_lateral_sizes(backbone, images):
+    """At sides that are multiples of 32 the pyramid is detectron2's FPN bit for bit; at odd
+    sides each level has the size of the bottom-up stage it comes from (here 17, 8, 4, 2 rows
+    at strides 4..32), where 2× upsampling would not fit."""
+    fpn = build_fpn(backbone).eval()
+    odd = torch.randn(1, 3, 70, 100)
+    with torch.no_grad():
+        outputs, stock = fpn(images), FPN.forward(fpn, images)
+        odd_outputs, stages = fpn(odd), backbone(odd)
+    for name in stock:
+        assert torch.equal(outputs[name], stock[name]), name
+    for level, stage in zip(["p2", "p3", "p4", "p5"], STAGES):
+        assert odd_outputs[level].shape[-2:] == stages[stage].shape[-2:]
+    assert [odd_outputs[level].shape[-2] for level in ["p2", "p3", "p4", "p5"]] == [17, 8, 4, 2]

@@ -31,7 +31,6 @@ from helpers import (
     tiny_overrides,
 )
 
-from denseclip.backbone import SimpleFeaturePyramidWithSideOutputs
 from denseclip.checkpoint import (
     IMAGE_ENCODER_PREFIX,
     TEXT_ENCODER_PREFIX,
@@ -43,6 +42,7 @@ from denseclip.clip.vitdet import WindowedAttentionBlock, window_attention, wind
 from denseclip.data import write_synthetic_detection
 from denseclip.analysis.flops import ATTENTION_HANDLES
 from denseclip.meta_arch import SymmetricClampBox2BoxTransform
+from denseclip.pyramids import SimpleFeaturePyramidWithSideOutputs
 from denseclip.solver import clip_vit_lr_decay_rate
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

@@ -1,9 +1,12 @@
 """CLIP RN50 + Mask R-CNN baseline on COCO (official mask_rcnn_clip_r50_fpn_1x_coco).
 
-DenseCLIP's recipe without the text side: no attention pool, no score maps, no auxiliary loss.
+DenseCLIP's recipe (mmdet 2.17's inference) without the text side: no attention pool, no score
+maps, no auxiliary loss.
 """
 
 from ..common.models.mask_rcnn_clip import model
+from ..common.models.mmdet_inference import use_mmdet_inference
 from .mask_rcnn_denseclip_r50_fpn_1x_coco import dataloader, lr_multiplier, optimizer, train
 
+use_mmdet_inference(model)
 train.output_dir = "./output/mask_rcnn_clip_r50_fpn_1x_coco"

@@ -4,7 +4,7 @@ The official recipe (retinanet_denseclip_r50_fpn_1x_coco): 1333x800 with flip, b
 GPU x 8 GPUs), AdamW lr 1e-4 and weight decay 1e-4 (CLIP image encoder x0.1, text encoder
 frozen), gradient clipping to a global L2 norm of 0.1, 12 epochs with the learning rate divided
 by 10 after epochs 8 and 11, 500 linear warm-up iterations from 0.001x. Auxiliary pixel-text
-loss (box-shaped targets, BCE) with weight 1.
+loss (box-shaped targets, BCE) with weight 1. mmdet 2.17's inference.
 """
 
 from fvcore.common.param_scheduler import MultiStepParamScheduler
@@ -15,9 +15,12 @@ from detectron2.solver import WarmupParamScheduler
 from denseclip.solver import AdamWWithGradClip
 
 from ..common.data.coco_detection import dataloader
+from ..common.models.mmdet_inference import use_mmdet_inference
 from ..common.models.retinanet_denseclip import model
 from ..common.optim import AdamW as optimizer
 from ..common.train import train
+
+use_mmdet_inference(model)
 
 optimizer._target_ = AdamWWithGradClip
 optimizer.lr = 1e-4

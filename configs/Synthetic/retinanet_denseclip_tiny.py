@@ -1,9 +1,9 @@
 """A tiny DenseCLIP RetinaNet that trains on the built-in synthetic detection dataset on 2 CPU
 cores.
 
-The COCO model and recipe (retinanet_denseclip_r50_fpn_1x_coco.py) at toy widths (CLIP ResNet
-width 16, a 2-layer text encoder, a 1-layer context decoder, 64-channel FPN and head, anchors
-half the COCO sizes for 20–50 px shapes) trained from scratch on 128x128 images (no resize), at
+The COCO model and recipe (retinanet_denseclip_r50_fpn_1x_coco.py, mmdet's inference) at toy
+widths (``use_tiny_retinanet``: CLIP ResNet width 16, a 2-layer text encoder, a 1-layer context
+decoder, 64-channel FPN and head, anchors half the COCO sizes for 20–50 px shapes) trained from scratch on 128x128 images (no resize), at
 a higher learning rate with the image encoder at the full rate and a short warm-up. The
 dataset (circles, squares, triangles; COCO layout) is written on first use to
 $DENSECLIP_DATASETS/synthetic_det.
@@ -17,25 +17,20 @@ from detectron2.data import (
 )
 from detectron2.data import transforms as T
 from detectron2.evaluation import COCOEvaluator
-from detectron2.layers import ShapeSpec
 
 from denseclip.data import DenseCLIPDatasetMapper
 from denseclip.data.synthetic import SYNTHETIC_DET_CLASSES, register_synthetic_detection
 
-from ..common.models.denseclip_sizes import use_tiny
-from ..COCO.retinanet_denseclip_r50_fpn_1x_coco import lr_multiplier, model, optimizer
+from ..COCO.retinanet_denseclip_r50_fpn_1x_coco import lr_multiplier, optimizer
+from ..common.models.denseclip_sizes import use_tiny_retinanet
+from ..common.models.mmdet_inference import use_mmdet_inference
+from ..common.models.retinanet_denseclip import model
 from ..common.train import train
 
 register_synthetic_detection()
 
-use_tiny(model.backbone.bottom_up, SYNTHETIC_DET_CLASSES)
-model.backbone.top_block.in_channels.channels = 16 * 32  # res5 of the width-16 ResNet
-model.backbone.out_channels = 64
-model.head.update(input_shape=[ShapeSpec(channels=64)] * 5, conv_dims=[64, 64])
-model.anchor_generator.sizes = [
-    [x, x * 2 ** (1 / 3), x * 2 ** (2 / 3)] for x in [16, 32, 64, 128, 256]
-]
-model.num_classes = len(SYNTHETIC_DET_CLASSES)
+use_tiny_retinanet(model, SYNTHETIC_DET_CLASSES)
+use_mmdet_inference(model)
 
 dataloader = dict(
     train=L(build_detection_train_loader)(

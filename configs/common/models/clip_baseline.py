@@ -1,5 +1,5 @@
 """The CLIP baseline of a DenseCLIP detector config (paper Tables 3, 4; the official *_clip_*
-models): detectron2's meta-architecture (with mmdet's inference switches) and FPN (ViT: simple
+models): detectron2's meta-architecture (or its mmdet-style subclass) and FPN (ViT: simple
 feature pyramid) over the CLIP image encoder alone, without the attention pool (ViT: ``ln_post``
 and ``proj``), the text side, the score maps and the auxiliary loss."""
 

@@ -5,16 +5,13 @@ embedding stored at CLIP's 14×14 and resized bicubically to the image's grid) w
 ViT-B's choices: 14×14-patch windows in every block but 2, 5, 8 and 11, which attend globally,
 and drop path 0.1. ``use_clip_vitdet`` puts an encoder like it into a detector config whose
 backbone is an FPN over a CLIP image backbone, and replaces the FPN by ViTDet's simple feature
-pyramid from the single stride-16 map (LayerNorm, 256 channels, batches padded to 1024²), with
-detectron2's stock inference (ViTDet's recipe is detectron2's, not mmdet's).
+pyramid from the single stride-16 map (LayerNorm, 256 channels, batches padded to 1024²).
 """
 
 from detectron2.config import LazyCall as L
 
-from denseclip.backbone import SimpleFeaturePyramidWithSideOutputs
 from denseclip.clip import CLIPViTDet
-
-from .mmdet_inference import use_detectron2_inference
+from denseclip.pyramids import SimpleFeaturePyramidWithSideOutputs
 
 vitdet_b16 = L(CLIPViTDet)(
     input_resolution=224,  # CLIP's 14×14 grid: an OpenAI file loads as is
@@ -51,8 +48,7 @@ def use_clip_vitdet(
     (``model.backbone.bottom_up``: DenseCLIP or CLIP baseline), into its plain-ViT version:
     ``image_encoder`` (a ``CLIPViTDet`` node) gives the single map ``last_feat`` (with the K
     score channels for DenseCLIP), and ViTDet's ``SimpleFeaturePyramid`` makes the levels:
-    ``scale_factors`` of the stride-16 map, then ``top_block``. The inference is set back to
-    detectron2's stock one (ViTDet's), whatever ``model`` had."""
+    ``scale_factors`` of the stride-16 map, then ``top_block``."""
     bottom_up = model.backbone.bottom_up
     bottom_up.image_encoder = image_encoder
     bottom_up.out_features = ["last_feat"]
@@ -65,4 +61,3 @@ def use_clip_vitdet(
         norm="LN",
         square_pad=square_pad,
     )
-    use_detectron2_inference(model)

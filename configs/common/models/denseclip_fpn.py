@@ -7,11 +7,12 @@ is the DenseCLIP backbone (CLIP image encoder + class prompts + context decoder)
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
-from denseclip.backbone import DenseCLIPBackbone, FPNWithSideOutputs
+from denseclip.backbone import DenseCLIPBackbone
 from denseclip.clip import CLIPResNet, CLIPTextEncoder
 from denseclip.data import ADE20K_CLASSES
 from denseclip.meta_arch import DenseCLIPSemanticSegmentor
 from denseclip.prompting import ClassTextPrompts
+from denseclip.pyramids import FPNWithSideOutputs
 from denseclip.sem_seg_head import DenseCLIPSemSegFPNHead
 
 from .prompting import set_prompting

@@ -1,15 +1,11 @@
 """The official (mmdet 2.17) inference of a RetinaNet or Mask R-CNN config node: every switch of
-``denseclip.meta_arch.mmdet_inference`` set to mmdet's behaviour. Used by the official-recipe
-COCO models and their CLIP baselines (and so by the tiny synthetic configs built from them).
-``use_detectron2_inference`` sets detectron2's stock inference back (the ViTDet-recipe ViT
-detectors, which are evaluated as detectron2's ViTDet is)."""
-
-from detectron2.modeling.box_regression import Box2BoxTransform
+``denseclip.meta_arch.mmdet_inference`` set to mmdet's behaviour. The shared model configs keep
+detectron2's stock inference (the switches' defaults; the ViTDet-recipe ViT detectors are
+evaluated as detectron2's ViTDet is); the leaf configs that follow the official recipe (the
+ResNet COCO detectors and their CLIP baselines, the tiny synthetic ones) call
+``use_mmdet_inference``."""
 
 from denseclip.meta_arch import SymmetricClampBox2BoxTransform
-
-#: The switches ``use_mmdet_inference`` sets (their defaults are detectron2's behaviour).
-_SWITCHES = ("drop_empty_boxes", "candidate_selection", "clip_boxes_before_nms")
 
 
 def box_transforms(model):
@@ -31,13 +27,3 @@ def use_mmdet_inference(model):
         model.clip_boxes_before_nms = True
     for transform in box_transforms(model):  # dw, dh clamped from below too
         transform._target_ = SymmetricClampBox2BoxTransform
-
-
-def use_detectron2_inference(model):
-    """Undoes :func:`use_mmdet_inference` on ``model``: the switches removed (so their
-    defaults, detectron2's behaviour, apply, and the node also builds detectron2's own
-    ``RetinaNet`` / ``GeneralizedRCNN``) and detectron2's ``Box2BoxTransform`` decoders."""
-    for key in _SWITCHES:
-        model.pop(key, None)
-    for transform in box_transforms(model):
-        transform._target_ = Box2BoxTransform

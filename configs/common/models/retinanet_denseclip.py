@@ -5,20 +5,19 @@ ADE20K configs, changed as the official detection code has it: CLIP input resolu
 the attention pool's positional embedding cropped (not resized) to the feature map, mmdet's 80
 COCO names as prompts, and the score maps divided by τ before they join C5 — so the P5 lateral
 and the P6 conv read 2048 + 80 channels. mmdet's RetinaNet neck and loss: P3–P7 with P6 from
-C5 and no ReLU before P7, L1 box regression loss; mmdet 2.17's inference (``mmdet_inference.py``).
+C5 and no ReLU before P7, L1 box regression loss. Detectron2's inference: the COCO configs
+set mmdet 2.17's (``mmdet_inference.py``).
 """
 
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 
-from denseclip.backbone import FPNWithSideOutputs
 from denseclip.data import COCO_CLASSES
-from denseclip.pyramids import LastLevelP6P7NoReLU, with_score_channels
 from denseclip.meta_arch import DenseCLIPRetinaNet
+from denseclip.pyramids import FPNWithSideOutputs, LastLevelP6P7NoReLU, with_score_channels
 
 from .denseclip_fpn import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
 from .denseclip_fpn import model as _segmentor
-from .mmdet_inference import use_mmdet_inference
 
 TAU = 0.07
 
@@ -43,4 +42,3 @@ model.aux_loss_weight = 1.0
 model.pixel_mean = CLIP_PIXEL_MEAN
 model.pixel_std = CLIP_PIXEL_STD
 model.input_format = "RGB"
-use_mmdet_inference(model)

@@ -5,33 +5,22 @@ adds the text side: class prompts → (context decoder) → pixel-text score map
 stage whose stride matches the dense embedding (res5 for ResNets, the stride-16 level for ViT,
 the single map of the detection ViT). Neither knows anything about losses: the score map and
 text embeddings are returned beside the stage features (keys ``"score_map"`` and
-``"text_embeddings"``) for the meta-architectures. ``FPNWithSideOutputs`` and
-``SimpleFeaturePyramidWithSideOutputs`` are detectron2's FPN (with mmseg's top-down sizes) and
-ViTDet's simple feature pyramid that pass those two entries through.
+``"text_embeddings"``) for the meta-architectures; the pyramids of :mod:`denseclip.pyramids`
+pass them through.
 """
 
 from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone, SimpleFeaturePyramid
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
-from .clip import tokenize_class_names
+from .clip import STAGES, tokenize_class_names
 from .pre_prompting import PreModelPrompting
 from .prompting import ClassTextPrompts, ContextDecoder, score_maps
 
-__all__ = [
-    "CLIPImageBackbone",
-    "DenseCLIPBackbone",
-    "FPNWithSideOutputs",
-    "SIDE_OUTPUTS",
-    "SimpleFeaturePyramidWithSideOutputs",
-]
-
-SIDE_OUTPUTS = ("score_map", "text_embeddings")
-STAGES = ("res2", "res3", "res4", "res5")
+__all__ = ["CLIPImageBackbone", "DenseCLIPBackbone"]
 
 
 class _StageBackbone(Backbone):
@@ -225,106 +214,3 @@ def _visual_context(global_embedding: torch.Tensor, dense_embedding: torch.Tenso
     """z̄: B×C and z: B×C×h×w → the context decoder's memory [z̄, z]: B×(1+hw)×C."""
     tokens = dense_embedding.flatten(2).transpose(1, 2)
     return torch.cat([global_embedding[:, None], tokens], dim=1)
-
-
-class _SideOutputsPassThrough:
-    """Mixed in before a detectron2 feature pyramid: its output also holds the bottom-up's
-    ``score_map`` and ``text_embeddings`` (kept by a forward hook on the bottom-up, registered
-    under the name ``bottom_up``), so that meta-architectures can supervise them. Detectron2
-    heads index the pyramid by name, so the extra entries are invisible to them."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._side_outputs: Dict[str, torch.Tensor] = {}
-        self.bottom_up.register_forward_hook(self._keep_side_outputs)
-
-    def _keep_side_outputs(self, module, inputs, outputs):
-        self._side_outputs = {k: outputs[k] for k in SIDE_OUTPUTS if k in outputs}
-
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        pyramid = super().forward(x)
-        pyramid.update(self._side_outputs)
-        self._side_outputs = {}
-        return pyramid
-
-
-class FPNWithSideOutputs(FPN):
-    """detectron2's :class:`FPN` with mmseg / mmdet's top-down path, also returning the
-    bottom-up's ``score_map`` and ``text_embeddings`` so that meta-architectures can supervise
-    them.
-
-    Top-down, each coarser level is upsampled (nearest) to the size of the finer lateral, as
-    mmseg's and mmdet's FPN do, instead of by exactly 2× (detectron2): the strided layers of an
-    encoder round odd sizes their own way (the CLIP ResNet turns a 341-pixel side into 85, 42,
-    21, 10 at strides 4..32), which 2× cannot follow. Where every level is twice the next (inputs
-    whose sides are multiples of the coarsest stride, as detectron2 pads its batches) both are
-    the same operation and the outputs equal :class:`FPN`'s bit for bit.
-
-    Takes exactly :class:`FPN`'s arguments. Detectron2 heads index the pyramid by name, so the
-    extra entries are invisible to them.
-    """
-
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """x: B×3×H×W → {"p2".."p5" (and the top block's levels): B×out_channels×h×w} plus the
-        bottom-up's side outputs."""
-        bottom_up_features = self.bottom_up(x)
-        # lateral_convs and output_convs are in top-down order (coarsest first), as in FPN
-        laterals = [
-            conv(bottom_up_features[f])
-            for conv, f in zip(self.lateral_convs, reversed(self.in_features))
-        ]
-        prev_features = laterals[0]
-        results = [self.output_convs[0](prev_features)]
-        for lateral_features, output_conv in zip(laterals[1:], self.output_convs[1:]):
-            top_down_features = F.interpolate(
-                prev_features, size=lateral_features.shape[-2:], mode="nearest"
-            )
-            prev_features = lateral_features + top_down_features
-            if self._fuse_type == "avg":
-                prev_features = prev_features / 2
-            results.insert(0, output_conv(prev_features))
-        if self.top_block is not None:
-            name = self.top_block.in_feature
-            if name in bottom_up_features:
-                top_block_input = bottom_up_features[name]
-            else:
-                top_block_input = results[self._out_features.index(name)]
-            results.extend(self.top_block(top_block_input))
-        pyramid = dict(zip(self._out_features, results))
-        pyramid.update({k: bottom_up_features[k] for k in SIDE_OUTPUTS if k in bottom_up_features})
-        return pyramid
-
-
-class SimpleFeaturePyramidWithSideOutputs(_SideOutputsPassThrough, SimpleFeaturePyramid):
-    """detectron2's :class:`SimpleFeaturePyramid` (ViTDet), also returning the bottom-up's
-    ``score_map`` and ``text_embeddings``.
-
-    Takes :class:`SimpleFeaturePyramid`'s arguments, with the bottom-up called ``bottom_up`` as
-    in :class:`FPN` (detectron2 calls it ``net``; ``self.net`` still returns it). So config
-    paths and state-dict names are ``backbone.bottom_up.*`` for either pyramid: converted CLIP
-    files (:mod:`denseclip.checkpoint`), ``bottom_up.image_encoder.`` optimizer rules and
-    overrides apply unchanged.
-
-    ``size_divisibility`` is the stride of the coarsest level made from the bottom-up (32):
-    detectron2's class spells the key of its ``padding_constraints`` "size_divisiblity", so
-    ``ImageList`` never sees it and only ``square_pad`` (ViTDet: 1024) pads the batch; here
-    ``square_pad=0`` pads images of any size to multiples of 32.
-    """
-
-    def __init__(self, bottom_up: Backbone, **kwargs):
-        super().__init__(bottom_up, **kwargs)
-
-    def __setattr__(self, name, value):
-        super().__setattr__("bottom_up" if name == "net" else name, value)
-
-    @property
-    def net(self) -> Backbone:
-        return self.bottom_up
-
-    @property
-    def size_divisibility(self) -> int:
-        return self._size_divisibility
-
-    @property
-    def padding_constraints(self) -> Dict[str, int]:
-        return {"size_divisibility": self._size_divisibility, "square_size": self._square_pad}

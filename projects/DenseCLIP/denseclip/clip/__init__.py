@@ -8,6 +8,7 @@ encoder, the text keys as they are → text encoder.
 """
 
 from .resnet import AttentionPool2d, Bottleneck, CLIPResNet
+from .stages import STAGES
 from .text import CLIPTextEncoder, tokenize_class_names
 from .transformer import LayerNorm, QuickGELU, ResidualAttentionBlock, Transformer
 from .vit import CLIPVisionTransformer
@@ -23,6 +24,7 @@ __all__ = [
     "LayerNorm",
     "QuickGELU",
     "ResidualAttentionBlock",
+    "STAGES",
     "Transformer",
     "tokenize_class_names",
 ]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-STAGES = ("res2", "res3", "res4", "res5")
+from .stages import STAGE_STRIDES, STAGES
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class CLIPResNet(nn.Module):
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
 
         self.stage_channels = {name: width * 4 * 2**i for i, name in enumerate(STAGES)}
-        self.stage_strides = {name: 4 * 2**i for i, name in enumerate(STAGES)}
+        self.stage_strides = dict(STAGE_STRIDES)
         self.embed_dim = output_dim if with_attention_pool else None
         self.attnpool = None
         if with_attention_pool:

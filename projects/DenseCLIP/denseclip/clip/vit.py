@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .stages import STAGE_STRIDES, STAGES
 from .transformer import LayerNorm, Transformer
 
-STAGES = ("res2", "res3", "res4", "res5")
 _BATCH_NORMS = {"BN": nn.BatchNorm2d, "SyncBN": nn.SyncBatchNorm}
 
 
@@ -99,7 +99,7 @@ class CLIPVisionTransformer(nn.Module):
         self.fpn4 = nn.Sequential(nn.GroupNorm(1, width), nn.MaxPool2d(kernel_size=2, stride=2))
 
         self.stage_channels = {name: width for name in STAGES}
-        self.stage_strides = {name: 4 * 2**i for i, name in enumerate(STAGES)}
+        self.stage_strides = dict(STAGE_STRIDES)
         self.embed_dim = output_dim if with_embeddings else None
 
     def fitted_positional_embedding(self, height: int, width: int) -> torch.Tensor:

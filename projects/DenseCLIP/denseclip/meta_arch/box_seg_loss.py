@@ -15,7 +15,7 @@ class BoxSegAuxLossMixin:
     Mixed in before a detectron2 meta-architecture (``class X(BoxSegAuxLossMixin, RetinaNet)``),
     whose forward runs unchanged. A forward hook on ``self.backbone`` keeps the padded input
     size and the backbone's ``score_map`` (B×K×h×w raw cosine scores, returned by
-    :class:`~denseclip.backbone.FPNWithSideOutputs` over a DenseCLIP backbone); after the
+    :class:`~denseclip.pyramids.FPNWithSideOutputs` over a DenseCLIP backbone); after the
     detector's losses, the auxiliary loss is computed from ``score_map / tau`` and the
     ground-truth boxes (:func:`~denseclip.losses.box_seg_aux_loss`). A backbone without score
     maps (the CLIP baselines) gets no auxiliary loss.

@@ -12,7 +12,7 @@ __all__ = ["DenseCLIPRetinaNet"]
 class DenseCLIPRetinaNet(BoxSegAuxLossMixin, MMDetStyleRetinaNet):
     """detectron2's :class:`RetinaNet` over a DenseCLIP backbone (official ``DenseCLIP_RetinaNet``).
 
-    The backbone (:class:`~denseclip.backbone.FPNWithSideOutputs` over
+    The backbone (:class:`~denseclip.pyramids.FPNWithSideOutputs` over
     :class:`~denseclip.backbone.DenseCLIPBackbone` with ``score_scale=1/tau``) appends the
     τ-scaled score maps to C5 before the FPN; training adds ``loss_aux_box_seg``
     (:class:`BoxSegAuxLossMixin`). Everything else is the stock detector, with mmdet's inference
