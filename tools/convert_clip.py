@@ -2,7 +2,7 @@
 """Convert an OpenAI CLIP release file into weights for our configs.
 
     python tools/convert_clip.py RN50.pt pretrained/RN50_d2.pth
-    python train_net.py --config-file configs/ADE20K/denseclip_fpn_res50_512x512_80k.py \
+    python train_net.py --config-file configs/ADE20K/denseclip_fpn_res50_512x512_80k.py \\
         train.init_checkpoint=pretrained/RN50_d2.pth
 
 SRC is a TorchScript archive (RN50.pt, RN101.pt, ViT-B-16.pt as released) or a plain state dict.
