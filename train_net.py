@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Train or evaluate DenseCLIP (and the CLIP baselines) from a LazyConfig.
 
-    python train_net.py --config-file configs/ADE20K/denseclip_fpn_res50_512x512_80k.py \
-        --num-gpus 8 train.init_checkpoint=pretrained/RN50_detectron2.pth
+    python train_net.py --config-file configs/ADE20K/denseclip_fpn_res50_512x512_80k.py \\
+        --num-gpus 8 train.init_checkpoint=pretrained/RN50_d2.pth
     python train_net.py --config-file CFG --eval-only train.init_checkpoint=model_final.pth
-    python train_net.py --config-file configs/Synthetic/denseclip_fpn_tiny.py \
-        --dataset shapes=/data/shapes \
+    python train_net.py --config-file configs/Synthetic/denseclip_fpn_tiny.py \\
+        --dataset shapes=/data/shapes \\
         dataloader.train.dataset.names=shapes_train dataloader.test.dataset.names=shapes_val
 
 Without CUDA, ``--num-gpus N`` starts N CPU processes that train with DDP over gloo.
@@ -28,8 +28,8 @@ def argument_parser():
     parser.add_argument(
         "--aug-test",
         action="store_true",
-        help="evaluate with the paper's multi-scale + flip test (scales 0.5..1.75 of 2048x512; "
-        "same as the override tta.enabled=True)",
+        help="evaluate with the paper's multi-scale + flip test (scales 0.5..1.75 of the test "
+        "resize: 2048x512, ViT-B 2048x640; same as the override tta.enabled=True)",
     )
     return parser
 

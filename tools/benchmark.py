@@ -82,7 +82,7 @@ DENSECLIP_CONFIG = "configs/ADE20K/denseclip_fpn_res50_512x512_80k.py"
 BASELINE_CONFIG = "configs/ADE20K/fpn_clipres50_512x512_80k.py"
 
 
-def parse_args(argv: Optional[Sequence[str]] = None):
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -135,6 +135,11 @@ def parse_args(argv: Optional[Sequence[str]] = None):
         default=[],
         help="overrides of both configs, key=value ...",
     )
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+    parser = argument_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.default_variants = args.variants is None

@@ -3,19 +3,19 @@
 configs (paper §3.4, e.g. configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py).
 
     # CLIP RN50 (its text encoder is used)
-    python tools/convert_clip.py RN50.pt pretrained/RN50_denseclip.pth
+    python tools/convert_clip.py RN50.pt pretrained/RN50_d2.pth
     # torchvision's ImageNet ResNet-50 release, as it is
-    python tools/combine_imagenet_clip.py \
-        --config-file configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py \
-        resnet50-0676ba61.pth pretrained/RN50_denseclip.pth \
+    python tools/combine_imagenet_clip.py \\
+        --config-file configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py \\
+        resnet50-0676ba61.pth pretrained/RN50_d2.pth \\
         pretrained/R-50_imagenet_clip.pth
-    python train_net.py --config-file configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py \
+    python train_net.py --config-file configs/ADE20K/denseclip_fpn_r50_imagenet_512x512_80k.py \\
         --num-gpus 8 train.init_checkpoint=pretrained/R-50_imagenet_clip.pth
 
     # Swin-T: the ImageNet-1K release of microsoft/Swin-Transformer, as it is
-    python tools/combine_imagenet_clip.py \
-        --config-file configs/ADE20K/denseclip_fpn_swin-t_imagenet_512x512_80k.py \
-        swin_tiny_patch4_window7_224.pth pretrained/RN50_denseclip.pth \
+    python tools/combine_imagenet_clip.py \\
+        --config-file configs/ADE20K/denseclip_fpn_swin-t_imagenet_512x512_80k.py \\
+        swin_tiny_patch4_window7_224.pth pretrained/RN50_d2.pth \\
         pretrained/swin-t_imagenet_clip.pth
 
 The ImageNet file is loaded by detectron2's checkpointer into the config's backbone (torchvision
@@ -40,7 +40,7 @@ from denseclip.checkpoint import (
 )
 
 
-def main(argv=None):
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -50,6 +50,11 @@ def main(argv=None):
     )
     parser.add_argument("clip", help="output of tools/convert_clip.py")
     parser.add_argument("dst", help="output .pth for train.init_checkpoint")
+    return parser
+
+
+def main(argv=None):
+    parser = argument_parser()
     args = parser.parse_args(argv)
 
     for path in (args.imagenet, args.clip):

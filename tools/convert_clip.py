@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Convert an OpenAI CLIP release file into weights for our configs.
 
-    python tools/convert_clip.py RN50.pt pretrained/RN50_denseclip.pth
-    python train_net.py --config-file configs/ADE20K/denseclip_fpn_res50_512x512_80k.py \
-        train.init_checkpoint=pretrained/RN50_denseclip.pth
+    python tools/convert_clip.py RN50.pt pretrained/RN50_d2.pth
+    python train_net.py --config-file configs/ADE20K/denseclip_fpn_res50_512x512_80k.py \\
+        train.init_checkpoint=pretrained/RN50_d2.pth
 
 SRC is a TorchScript archive (RN50.pt, RN101.pt, ViT-B-16.pt as released) or a plain state dict.
 The image encoder goes to ``backbone.bottom_up.image_encoder.*`` and the text encoder to
@@ -26,12 +26,17 @@ from denseclip.checkpoint import (
 )
 
 
-def main(argv=None):
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("src", help="OpenAI CLIP file (.pt TorchScript archive or state dict)")
     parser.add_argument("dst", help="output .pth for train.init_checkpoint")
+    return parser
+
+
+def main(argv=None):
+    parser = argument_parser()
     args = parser.parse_args(argv)
 
     if not os.path.isfile(args.src):

@@ -62,7 +62,7 @@ def convert(src: str, dst: str, config: Optional[str] = None, overrides: Sequenc
     return f"{src} -> {dst}: {conversion.summary()}{checked}"
 
 
-def main(argv=None):
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -72,6 +72,11 @@ def main(argv=None):
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="overrides of the --config"
     )
+    return parser
+
+
+def main(argv=None):
+    parser = argument_parser()
     args = parser.parse_intermixed_args(argv)
 
     if not os.path.isfile(args.src):

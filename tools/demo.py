@@ -41,7 +41,7 @@ from denseclip import Predictor
 from denseclip.data import ImageReadError, read_image
 from denseclip.data.folder import IMAGE_EXTENSIONS
 from denseclip.export import ExportedPredictor
-from denseclip.config import parse_config_arguments
+from denseclip.config import add_config_arguments, parse_config_arguments
 from denseclip.inference.visualization import class_legend, score_map_figure, score_map_panels
 
 
@@ -114,7 +114,7 @@ def draw_score_maps(
     return score_map_figure([panels], legend, panel_inches=2.5)
 
 
-def main(argv=None):
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -140,9 +140,15 @@ def main(argv=None):
     parser.add_argument(
         "--max-class-maps", type=int, default=8, help="with --score-maps (default: 8)"
     )
-    args, cfg = parse_config_arguments(
-        parser, argv, "register a dataset folder first, as train_net.py does (class names, colours)"
+    add_config_arguments(
+        parser, "register a dataset folder first, as train_net.py does (class names, colours)"
     )
+    return parser
+
+
+def main(argv=None):
+    parser = argument_parser()
+    args, cfg = parse_config_arguments(parser, argv)
     logger = setup_logger()  # detectron2's logger, set up once (setup_logger is cached)
 
     images = expand_inputs(args.input)

@@ -20,7 +20,7 @@ import torch
 
 from denseclip import Predictor
 from denseclip.checkpoint.deploy import DeployedClassPrompts, deploy_class_prompts
-from denseclip.config import parse_config_arguments
+from denseclip.config import add_config_arguments, parse_config_arguments
 
 
 def _megabytes(state_dict) -> float:
@@ -50,16 +50,21 @@ def export_deploy(cfg, weights: str, output: str) -> str:
     )
 
 
-def main(argv=None):
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="LazyConfig file")
     parser.add_argument("--weights", required=True, help="the trained model's checkpoint")
     parser.add_argument("--output", required=True, help="the deploy checkpoint to write (.pth)")
-    args, cfg = parse_config_arguments(
-        parser, argv, "register a dataset folder first, as train_net.py does (for its class names)"
+    add_config_arguments(
+        parser, "register a dataset folder first, as train_net.py does (for its class names)"
     )
+    return parser
+
+
+def main(argv=None):
+    args, cfg = parse_config_arguments(argument_parser(), argv)
     print(export_deploy(cfg, args.weights, args.output))
 
 

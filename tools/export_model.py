@@ -22,14 +22,14 @@ from detectron2.data.detection_utils import read_image
 
 from denseclip import Predictor
 from denseclip.export import EXPORT_FORMATS, export_model
-from denseclip.config import parse_config_arguments
+from denseclip.config import add_config_arguments, parse_config_arguments
 
 
 def _megabytes(num_bytes: float) -> float:
     return num_bytes / 2**20
 
 
-def main(argv=None) -> str:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -42,9 +42,14 @@ def main(argv=None) -> str:
         help="detection only: an image that shows objects, traced instead of random pixels "
         "(the trace must see detections)",
     )
-    args, cfg = parse_config_arguments(
-        parser, argv, "register a dataset folder first, as train_net.py does (for its class names)"
+    add_config_arguments(
+        parser, "register a dataset folder first, as train_net.py does (for its class names)"
     )
+    return parser
+
+
+def main(argv=None) -> str:
+    args, cfg = parse_config_arguments(argument_parser(), argv)
     predictor = Predictor(cfg, args.weights, device="cpu")
     sample = None
     if args.sample_image:

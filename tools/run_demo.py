@@ -79,7 +79,7 @@ def example_rows(predictor: Predictor, dataset_dicts: Sequence[dict], prompts: S
     return rows
 
 
-def main(argv: List[str] = None) -> None:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -95,7 +95,11 @@ def main(argv: List[str] = None) -> None:
     )
     parser.add_argument("--picture", help="where to write it (default OUTPUT_DIR/predictions.png)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="key=value ...")
-    cli = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: List[str] = None) -> None:
+    cli = argument_parser().parse_args(argv)
 
     opts = [f"train.output_dir={cli.output_dir}"]
     if cli.max_iter:

@@ -106,7 +106,7 @@ def predictor_call(predictor: Predictor, image, prompts: str) -> Callable[[int],
     return call
 
 
-def main(argv=None) -> Dict[str, float]:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -122,7 +122,11 @@ def main(argv=None) -> Dict[str, float]:
     parser.add_argument("--device", help="cpu, cuda, ... (default: train.device)")
     parser.add_argument("--max-growth-mib", type=float, help="exit with status 1 above this")
     add_config_arguments(parser, "register a dataset folder first, as train_net.py does")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> Dict[str, float]:
+    args = argument_parser().parse_args(argv)
     setup_logger()
 
     cfg, _ = load_config(args.config_file, args.opts, args.dataset)

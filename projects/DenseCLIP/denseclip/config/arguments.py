@@ -25,12 +25,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, dataset_help: str) -> 
 
 
 def parse_config_arguments(
-    parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], dataset_help: str
+    parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]
 ) -> Tuple[argparse.Namespace, DictConfig]:
-    """Adds :func:`add_config_arguments` to a tool's parser (which has ``--config-file``),
-    parses ``argv``, sets up detectron2's and fvcore's loggers and loads the config for
-    inference (the test split's class names): (args, config)."""
-    add_config_arguments(parser, dataset_help)
+    """Parses ``argv`` with a tool's parser (which has ``--config-file`` and
+    :func:`add_config_arguments`), sets up detectron2's and fvcore's loggers and loads the config
+    for inference (the test split's class names): (args, config)."""
     args = parser.parse_args(argv)
     setup_logger(name="fvcore")
     setup_logger()
