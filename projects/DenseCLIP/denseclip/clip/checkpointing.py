@@ -22,20 +22,25 @@ def recomputes_activations(module: nn.Module, use_act_checkpoint: bool) -> bool:
 
 @contextlib.contextmanager
 def _running_statistics_kept(module: nn.Module) -> Iterator[None]:
-    """BatchNorms of ``module`` normalise with batch statistics without updating their running
-    statistics, so that the recomputation does not count the batch a second time."""
+    """BatchNorms of ``module`` leave their running statistics as they are (momentum 0, the
+    batch count restored), so that the recomputation does not count the batch a second time.
+    They still receive their running statistics: the recomputation saves what the forward
+    saved, as checkpointing requires."""
     norms = [
         m
         for m in module.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
     ]
+    kept = [(norm.momentum, norm.num_batches_tracked.clone()) for norm in norms]
     for norm in norms:
-        norm.track_running_stats = False
+        norm.momentum = 0.0
     try:
         yield
     finally:
-        for norm in norms:
-            norm.track_running_stats = True
+        with torch.no_grad():
+            for norm, (momentum, count) in zip(norms, kept):
+                norm.momentum = momentum
+                norm.num_batches_tracked.copy_(count)
 
 
 def run_segment(
