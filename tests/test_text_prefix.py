@@ -10,8 +10,12 @@ float64 where only rounding separates the two.
 import pytest
 import torch
 
-from denseclip.clip import CLIPTextEncoder, ResidualAttentionBlock, Transformer
-from denseclip.clip import tokenize_class_names
+from denseclip.clip import (
+    CLIPTextEncoder,
+    ResidualAttentionBlock,
+    Transformer,
+    tokenize_class_names,
+)
 from denseclip.prompting import ClassTextPrompts
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
