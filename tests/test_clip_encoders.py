@@ -408,3 +408,140 @@ def test_tokenize_class_names_rejects_a_long_name_and_names_it():
 def test_tokenize_class_names_rejects_an_empty_list():
     with pytest.raises(ValueError, match="no class names"):
         tokenize_class_names([])
+
+
+# ----------------------------------------------------------------------------- checkpointing
+
+
+def train_step_with_and_without_checkpointing(make, inputs, loss):
+    """Builds ``make(use_act_checkpoint=flag)`` for both flags (same seed, float64, training),
+    runs ``loss(model, inputs)`` backward and returns {flag: (model, parameter gradients)}."""
+    results = {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = make(use_act_checkpoint=flag).double().train()
+        torch.manual_seed(1)  # the same dropout / drop-path draws
+        loss(model, inputs).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[flag] = (model, grads)
+    return results
+
+
+def assert_same_gradients(results):
+    plain, recomputed = results[False][1], results[True][1]
+    assert plain and plain.keys() == recomputed.keys()
+    for name, grad in plain.items():
+        torch.testing.assert_close(recomputed[name], grad, atol=1e-12, rtol=0, msg=name)
+
+
+def count_forward_calls(module: nn.Module) -> list:
+    calls = [0]
+    module.register_forward_pre_hook(lambda *args: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_resnet_checkpointing_keeps_gradients_and_counts_each_batch_once_in_batch_norms():
+    def make(**kwargs):
+        model = CLIPResNet(layers=[1, 2, 1, 1], width=8, output_dim=16, heads=2, **kwargs)
+        randomize_batch_norms(model)
+        return model
+
+    def loss(model, images):
+        outputs = model(images)
+        return outputs["res2"].square().mean() + outputs["dense_embedding"].sum()
+
+    results = train_step_with_and_without_checkpointing(
+        make, torch.randn(2, 3, 64, 64).double(), loss
+    )
+    assert_same_gradients(results)
+    plain, recomputed = results[False][0], results[True][0]
+    for name, buffer in plain.named_buffers():
+        torch.testing.assert_close(recomputed.get_buffer(name), buffer, atol=1e-12, rtol=0)
+
+
+def test_resnet_checkpointing_recomputes_the_stem_and_the_stages_only_in_training():
+    model = CLIPResNet(
+        layers=[1, 1, 1, 1], width=8, output_dim=16, heads=2, use_act_checkpoint=True
+    )
+    calls = {name: count_forward_calls(module) for name, module in model.named_children()}
+    images = torch.randn(1, 3, 64, 64)
+    model.train()(images)["dense_embedding"].sum().backward()
+    twice = {"conv1", "bn1", "conv2", "bn2", "conv3", "bn3", *(f"layer{i}" for i in range(1, 5))}
+    assert {name for name, count in calls.items() if count[0] == 2} >= twice
+    assert calls["attnpool"] == [1]
+    model.eval()(images)["dense_embedding"].sum().backward()
+    assert calls["layer1"] == [3]
+
+
+def test_vit_checkpointing_keeps_gradients_with_drop_path():
+    def make(**kwargs):
+        return CLIPVisionTransformer(
+            input_resolution=64,
+            width=32,
+            layers=4,
+            heads=2,
+            output_dim=16,
+            out_indices=(0, 1, 2, 3),
+            drop_path_rate=0.3,
+            **kwargs,
+        )
+
+    def loss(model, images):
+        outputs = model(images)
+        return outputs["res3"].square().mean() + outputs["global_embedding"].sum()
+
+    results = train_step_with_and_without_checkpointing(
+        make, torch.randn(2, 3, 64, 64).double(), loss
+    )
+    assert_same_gradients(results)
+    model = results[True][0]
+    calls = count_forward_calls(model.transformer.resblocks[2])
+    loss(model, torch.randn(1, 3, 64, 64).double()).backward()
+    assert calls == [2]
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False], ids=["shared prefix", "plain"])
+def test_text_encoder_checkpointing_keeps_the_context_gradients(shared_prefix):
+    tokens = tokenize_class_names(["wall", "potted plant", "chest of drawers"])
+    gradients = {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        encoder = CLIPTextEncoder(
+            13,
+            width=64,
+            heads=4,
+            layers=2,
+            embed_dim=32,
+            shared_prefix=shared_prefix,
+            use_act_checkpoint=flag,
+        )
+        encoder = encoder.double().train().requires_grad_(False)
+        contexts = torch.randn(
+            2, 8, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+        )
+        contexts.requires_grad_(True)
+        encoder(tokens, contexts).square().sum().backward()
+        gradients[flag] = contexts.grad
+    torch.testing.assert_close(gradients[True], gradients[False], atol=1e-12, rtol=0)
+
+
+def test_text_encoder_checkpointing_recomputes_the_blocks(monkeypatch):
+    encoder = CLIPTextEncoder(
+        13, width=64, heads=4, layers=2, embed_dim=32, use_act_checkpoint=True
+    )
+    encoder.requires_grad_(False).train()
+    tokens = tokenize_class_names(["wall", "sky"])
+    contexts = torch.randn(1, 8, 64, requires_grad=True)
+    calls = []
+    original = type(encoder.transformer.resblocks[0]).forward_causal
+    monkeypatch.setattr(
+        type(encoder.transformer.resblocks[0]),
+        "forward_causal",
+        lambda block, *args: calls.append(block) or original(block, *args),
+    )
+    encoder(tokens, contexts).sum().backward()
+    assert len(calls) == 2 * 2 * 2  # (prefix, suffixes) × 2 layers, forward and backward
+    calls.clear()
+    with torch.no_grad():
+        encoder(tokens, contexts)
+    assert len(calls) == 2 * 2

@@ -13,10 +13,10 @@ from denseclip.clip import CLIPResNet, CLIPViTDet
 def as_clip_baseline(model, meta_arch):
     """Turns ``model`` (a DenseCLIP RetinaNet / Mask R-CNN config) into its CLIP baseline with
     ``meta_arch`` (``MMDetStyleRetinaNet`` / ``MMDetStyleGeneralizedRCNN``, which keep the
-    inference switches of ``model``). The CLIP ResNet keeps its depth, width, input resolution
-    and output stages; a top block reading C5 (RetinaNet's P6) loses the score channels. A plain
-    CLIP ViT (``CLIPViTDet``) keeps all its settings and its simple feature pyramid (whose
-    state-dict names match converted CLIP files)."""
+    inference switches of ``model``). The CLIP ResNet keeps its depth, width, input resolution,
+    activation checkpointing and output stages; a top block reading C5 (RetinaNet's P6) loses
+    the score channels. A plain CLIP ViT (``CLIPViTDet``) keeps all its settings and its simple
+    feature pyramid (whose state-dict names match converted CLIP files)."""
     bottom_up = model.backbone.bottom_up
     encoder = bottom_up.image_encoder
     model._target_ = meta_arch
@@ -34,6 +34,7 @@ def as_clip_baseline(model, meta_arch):
             width=encoder.width,
             input_resolution=encoder.input_resolution,
             with_attention_pool=False,
+            use_act_checkpoint=encoder.use_act_checkpoint,
         ),
         out_features=list(bottom_up.out_features),
     )

@@ -9,6 +9,10 @@ from .denseclip_fpn import model
 
 model.backbone.bottom_up = L(CLIPImageBackbone)(
     image_encoder=L(CLIPResNet)(
-        layers=[3, 4, 6, 3], width=64, input_resolution=512, with_attention_pool=False
+        layers=[3, 4, 6, 3],
+        width=64,
+        input_resolution=512,
+        with_attention_pool=False,
+        use_act_checkpoint=False,
     )
 )

@@ -14,6 +14,7 @@ vit_b16 = L(CLIPVisionTransformer)(
     output_dim=512,
     out_indices=(3, 5, 7, 11),
     norm="SyncBN",
+    use_act_checkpoint=False,
 )
 
 

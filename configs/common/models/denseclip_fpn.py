@@ -25,12 +25,22 @@ model = L(DenseCLIPSemanticSegmentor)(
     backbone=L(FPNWithSideOutputs)(
         bottom_up=L(DenseCLIPBackbone)(
             image_encoder=L(CLIPResNet)(
-                layers=[3, 4, 6, 3], width=64, output_dim=1024, input_resolution=512
+                layers=[3, 4, 6, 3],
+                width=64,
+                output_dim=1024,
+                input_resolution=512,
+                use_act_checkpoint=False,  # True: recompute activations, less training memory
             ),
             prompts=L(ClassTextPrompts)(
                 # 5 class-name tokens + 8 learnable contexts = 13
                 text_encoder=L(CLIPTextEncoder)(
-                    context_length=13, width=512, heads=8, layers=12, embed_dim=1024
+                    context_length=13,
+                    width=512,
+                    heads=8,
+                    layers=12,
+                    embed_dim=1024,
+                    shared_prefix=True,  # [SOT, contexts] runs once for all K prompts
+                    use_act_checkpoint=False,
                 ),
                 class_names=ADE20K_CLASSES,
                 class_token_length=5,

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpointing import recomputes_activations, run_segment
 from .stages import STAGE_STRIDES, STAGES
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,9 @@ class CLIPResNet(nn.Module):
         pos_embed_resize: how the attention pool fits its positional embedding to the feature
             map: "bilinear" (official segmentation) or "crop" (official detection; bilinear, with
             a warning, for maps larger than the stored grid).
+        use_act_checkpoint: in training with gradients on, recompute the activations of the stem
+            and of each stage in the backward pass instead of keeping them (less memory, one
+            more forward of the trunk).
 
     Attributes: ``stage_channels`` and ``stage_strides`` ({"res2".."res5": ...}), ``embed_dim``
     (output_dim, or None without the pool), ``dense_embedding_stride`` (32).
@@ -208,11 +212,13 @@ class CLIPResNet(nn.Module):
         input_resolution: int = 224,
         with_attention_pool: bool = True,
         pos_embed_resize: str = "bilinear",
+        use_act_checkpoint: bool = False,
     ):
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"layers must list 4 stage depths, got {list(layers)}")
         self.input_resolution = input_resolution
+        self.use_act_checkpoint = use_act_checkpoint
         self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width // 2)
         self.conv2 = nn.Conv2d(width // 2, width // 2, 3, padding=1, bias=False)
@@ -256,16 +262,21 @@ class CLIPResNet(nn.Module):
             if isinstance(module, Bottleneck):
                 nn.init.zeros_(module.bn3.weight)
 
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B×3×H×W → B×width×H/4×W/4: three 3×3 convs (the first with stride 2), 2×2 pool."""
+        for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)):
+            x = self.relu(bn(conv(x)))
+        return self.avgpool(x)
+
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """x: B×3×H×W (H, W multiples of 32) → {"res2": B×4w×H/4×W/4, "res3": B×8w×H/8×W/8,
         "res4": B×16w×H/16×W/16, "res5": B×32w×H/32×W/32} and, with the attention pool,
         "global_embedding": B×output_dim, "dense_embedding": B×output_dim×H/32×W/32."""
-        for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)):
-            x = self.relu(bn(conv(x)))
-        x = self.avgpool(x)
+        recompute = recomputes_activations(self, self.use_act_checkpoint)
+        x = run_segment(self, x, recompute=recompute, function=self.stem)
         outputs = {}
         for index, name in enumerate(STAGES):
-            x = getattr(self, f"layer{index + 1}")(x)
+            x = run_segment(getattr(self, f"layer{index + 1}"), x, recompute=recompute)
             outputs[name] = x
         if self.attnpool is not None:
             outputs["global_embedding"], outputs["dense_embedding"] = self.attnpool(x)

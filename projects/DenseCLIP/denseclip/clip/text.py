@@ -16,6 +16,14 @@ from .transformer import LayerNorm, Transformer
 class CLIPTextEncoder(nn.Module):
     """CLIP text transformer (causal mask; the feature is read at the EOT token).
 
+    With contexts every prompt is [SOT, ctx_1..ctx_N, class tokens, EOT, padding]. Under the
+    causal mask the first 1+N positions are the same for all K classes and never see the class
+    tokens, so with ``shared_prefix`` they run once (per context set) and each class runs only
+    its class tokens up to the last EOT, attending to the prefix's keys and values
+    (:meth:`Transformer.forward_with_shared_prefix`): 1+N + K·(L-1) token positions instead of
+    K·(N+L) (609 instead of 1950 for the 150 ADE20K classes), the same features up to float
+    rounding.
+
     Args:
         context_length: sequence length, class tokens + contexts (13 = 5 + 8 in DenseCLIP); the
             positional embedding has this many rows (an OpenAI checkpoint's 77 are truncated).
@@ -23,6 +31,10 @@ class CLIPTextEncoder(nn.Module):
         width: token width D.
         heads, layers: transformer heads and depth.
         embed_dim: output channels C of ``text_projection``.
+        shared_prefix: encode prompts with contexts by running their shared prefix once (False:
+            every prompt as a whole sequence, the reference computation).
+        use_act_checkpoint: in training with gradients on, recompute each block's activations
+            in the backward pass instead of keeping them (less memory, one more forward).
     """
 
     def __init__(
@@ -33,12 +45,17 @@ class CLIPTextEncoder(nn.Module):
         heads: int = 8,
         layers: int = 12,
         embed_dim: int = 1024,
+        shared_prefix: bool = True,
+        use_act_checkpoint: bool = False,
     ):
         super().__init__()
         self.context_length = context_length
         self.embed_dim = embed_dim
+        self.shared_prefix = shared_prefix
         causal_mask = torch.full((context_length, context_length), float("-inf")).triu_(1)
-        self.transformer = Transformer(width, layers, heads, attn_mask=causal_mask)
+        self.transformer = Transformer(
+            width, layers, heads, attn_mask=causal_mask, use_act_checkpoint=use_act_checkpoint
+        )
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
         self.ln_final = LayerNorm(width)
@@ -69,8 +86,36 @@ class CLIPTextEncoder(nn.Module):
         x = x + self.positional_embedding[: x.shape[1]].to(x.dtype)
         x = x[:, : int(eot_index.max()) + 1]
         x = self.transformer(x.transpose(0, 1)).transpose(0, 1)
-        x = x[torch.arange(x.shape[0], device=x.device), eot_index]
-        return self.ln_final(x) @ self.text_projection
+        return self._project(x[torch.arange(x.shape[0], device=x.device), eot_index])
+
+    def _project(self, eot_features: torch.Tensor) -> torch.Tensor:
+        """…×D transformer outputs at EOT → …×C embeddings."""
+        return self.ln_final(eot_features) @ self.text_projection
+
+    def _encode_with_shared_prefix(
+        self, tokens: torch.Tensor, contexts: torch.Tensor
+    ) -> torch.Tensor:
+        """tokens: K×L (one first token for all), contexts: B×N×D → B×K×C, as :meth:`forward`.
+
+        The prefix [first token, contexts] (1+N positions) runs once per context set; the
+        suffixes are the class tokens after the first one, up to the last EOT.
+        """
+        if (tokens[:, 0] != tokens[0, 0]).any():
+            raise ValueError("shared-prefix encoding needs prompts that all start with one token")
+        batch, num_contexts, width = contexts.shape
+        num_classes = tokens.shape[0]
+        positions = self.positional_embedding.to(contexts.dtype)
+        prefix_length = 1 + num_contexts
+        eot_index = tokens.argmax(dim=-1) - 1  # in the suffix
+        suffix_length = int(eot_index.max()) + 1
+        first = self.token_embedding(tokens[0, :1]).to(contexts.dtype)  # 1×D
+        prefix = torch.cat([first.expand(batch, 1, width), contexts], dim=1)
+        prefix = prefix + positions[:prefix_length]
+        suffixes = self.token_embedding(tokens[:, 1 : 1 + suffix_length]).to(contexts.dtype)
+        suffixes = suffixes + positions[prefix_length : prefix_length + suffix_length]
+        suffixes = suffixes.expand(batch, -1, -1, -1)  # B×K×S×D
+        x = self.transformer.forward_with_shared_prefix(prefix, suffixes)
+        return self._project(x[:, torch.arange(num_classes, device=x.device), eot_index])
 
     def forward(self, tokens: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
         """Class embeddings with learnable contexts inserted after the SOT token.
@@ -81,6 +126,9 @@ class CLIPTextEncoder(nn.Module):
                 by all images) runs the K sequences once.
         Returns:
             B×K×C: the features at position argmax(tokens) + N (the EOT token).
+        Raises:
+            ValueError: when L + N is not context_length; with ``shared_prefix``, when the
+                prompts do not all start with the same token (tokenized names start with SOT).
         """
         num_classes, num_tokens = tokens.shape
         batch, num_contexts, _ = contexts.shape
@@ -90,6 +138,8 @@ class CLIPTextEncoder(nn.Module):
                 f"{num_tokens + num_contexts}, but the text encoder's context_length is "
                 f"{self.context_length}"
             )
+        if self.shared_prefix:
+            return self._encode_with_shared_prefix(tokens, contexts)
         embedded = self.token_embedding(tokens).to(contexts.dtype)  # K×L×D
         embedded = embedded.expand(batch, -1, -1, -1)
         contexts = contexts[:, None].expand(-1, num_classes, -1, -1)  # B×K×N×D

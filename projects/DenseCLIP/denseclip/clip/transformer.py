@@ -5,21 +5,28 @@ Tensors run sequence-first (L×N×D), as in OpenAI CLIP, and submodule names are
 """
 
 from collections import OrderedDict
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import StochasticDepth
 
+from .checkpointing import recomputes_activations, run_segment
+
+#: (keys, values) of one block, each …×H×L×d (heads H, head width d).
+KeysValues = Tuple[torch.Tensor, torch.Tensor]
+
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the input dtype (CLIP's fp16 weights)."""
+    """LayerNorm computed in at least float32 whatever the input dtype (CLIP's fp16 weights;
+    float64 stays float64)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = None if self.weight is None else self.weight.float()
-        bias = None if self.bias is None else self.bias.float()
-        out = F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        weight = None if self.weight is None else self.weight.to(dtype)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        out = F.layer_norm(x.to(dtype), self.normalized_shape, weight, bias, self.eps)
         return out.to(x.dtype)
 
 
@@ -104,6 +111,40 @@ class ResidualAttentionBlock(nn.Module):
         x = x + self.drop_path(self.attention(self.ln_1(x)))
         return x + self.drop_path(self.mlp(self.ln_2(x)))
 
+    def forward_causal(
+        self, x: torch.Tensor, past: Optional[KeysValues] = None
+    ) -> Tuple[torch.Tensor, KeysValues]:
+        """The block under a causal mask, on segments that continue earlier positions.
+
+        Each position attends to the ``past`` positions and to the positions of its own segment
+        up to itself: with ``past`` the keys and values of positions 0..P-1 at this block, the
+        output is that of :meth:`forward` (causal ``attn_mask``) at positions P..P+S-1 of the
+        whole sequences, up to float rounding. Batch-first, any leading batch dimensions ``…``;
+        stochastic depth is not applied (the text encoder has none).
+
+        Args:
+            x: …×S×D tokens of the segments.
+            past: (keys, values), …×H×P×d each (expanded views are fine), or None (P = 0).
+        Returns:
+            (…×S×D outputs, (keys, values) of the segments, …×H×S×d each).
+        """
+        if self.training and not isinstance(self.drop_path, nn.Identity):
+            raise RuntimeError("forward_causal does not apply stochastic depth")
+        attn = self.attn
+        qkv = F.linear(self.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+        q, k, v = (
+            t.unflatten(-1, (attn.num_heads, -1)).transpose(-3, -2) for t in qkv.chunk(3, -1)
+        )
+        length = x.shape[-2]
+        mask = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        keys, values = k, v
+        if past is not None:
+            mask = F.pad(mask, (past[0].shape[-2], 0), value=True)
+            keys, values = torch.cat([past[0], k], dim=-2), torch.cat([past[1], v], dim=-2)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        x = x + attn.out_proj(out.transpose(-3, -2).flatten(-2))
+        return x + self.mlp(self.ln_2(x)), (k, v)
+
 
 class Transformer(nn.Module):
     """A stack of ``layers`` residual attention blocks (``resblocks``).
@@ -114,6 +155,8 @@ class Transformer(nn.Module):
         heads: attention heads per block.
         attn_mask: optional additive mask shared by all blocks (see ResidualAttentionBlock).
         drop_path_rate: stochastic depth of the last block; rates grow linearly from 0.
+        use_act_checkpoint: in training with gradients on, recompute each block's activations
+            in the backward pass instead of keeping them (less memory, one more forward).
     """
 
     def __init__(
@@ -123,10 +166,12 @@ class Transformer(nn.Module):
         heads: int,
         attn_mask: Optional[torch.Tensor] = None,
         drop_path_rate: float = 0.0,
+        use_act_checkpoint: bool = False,
     ):
         super().__init__()
         self.width = width
         self.layers = layers
+        self.use_act_checkpoint = use_act_checkpoint
         rates = torch.linspace(0, drop_path_rate, layers).tolist()
         self.resblocks = nn.Sequential(
             *[ResidualAttentionBlock(width, heads, attn_mask, rate) for rate in rates]
@@ -134,4 +179,33 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: L×N×D → L×N×D."""
-        return self.resblocks(x)
+        recompute = recomputes_activations(self, self.use_act_checkpoint)
+        for block in self.resblocks:
+            x = run_segment(block, x, recompute=recompute)
+        return x
+
+    def forward_with_shared_prefix(
+        self, prefix: torch.Tensor, suffixes: torch.Tensor
+    ) -> torch.Tensor:
+        """Causal sequences [prefix b, suffix (b, g)] that share their prefix, which runs once.
+
+        Under a causal mask the prefix positions never see the suffix, so they are the same in
+        the G sequences of prefix b: each block runs the B prefixes, then the B×G suffixes
+        attending to the prefix's keys and values (:meth:`ResidualAttentionBlock.forward_causal`).
+        Equals :meth:`forward` with a causal mask on the concatenated sequences, at the suffix
+        positions, up to float rounding: B·(P + G·S) token positions instead of B·G·(P + S).
+
+        Args:
+            prefix: B×P×D tokens (batch-first).
+            suffixes: B×G×S×D tokens.
+        Returns:
+            B×G×S×D outputs of the suffix positions.
+        """
+        groups = suffixes.shape[1]
+        recompute = recomputes_activations(self, self.use_act_checkpoint)
+        for block in self.resblocks:
+            causal = dict(recompute=recompute, function=block.forward_causal)
+            prefix, (keys, values) = run_segment(block, prefix, **causal)
+            past = tuple(t[:, None].expand(-1, groups, -1, -1, -1) for t in (keys, values))
+            suffixes, _ = run_segment(block, suffixes, past, **causal)
+        return suffixes

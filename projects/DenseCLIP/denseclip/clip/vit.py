@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpointing import recomputes_activations, run_segment
 from .stages import STAGE_STRIDES, STAGES
 from .transformer import LayerNorm, Transformer
 
@@ -40,6 +41,8 @@ class CLIPVisionTransformer(nn.Module):
         norm: BatchNorm flavour inside fpn1: "BN" or "SyncBN" (official).
         with_embeddings: build ``ln_post``/``proj`` and return the embeddings (DenseCLIP); the
             official CLIP baseline has neither (``get_embeddings=False``).
+        use_act_checkpoint: in training with gradients on, recompute each block's activations
+            in the backward pass instead of keeping them (less memory, one more forward).
 
     Attributes: ``stage_channels`` (D for every level), ``stage_strides``, ``embed_dim``
     (output_dim, None without embeddings), ``dense_embedding_stride`` (16).
@@ -59,6 +62,7 @@ class CLIPVisionTransformer(nn.Module):
         out_indices: Sequence[int] = (3, 5, 7, 11),
         norm: str = "BN",
         with_embeddings: bool = True,
+        use_act_checkpoint: bool = False,
     ):
         super().__init__()
         if patch_size != 16:
@@ -72,6 +76,7 @@ class CLIPVisionTransformer(nn.Module):
         if norm not in _BATCH_NORMS:
             raise ValueError(f"norm must be one of {sorted(_BATCH_NORMS)}, got {norm!r}")
         self.input_resolution = input_resolution
+        self.use_act_checkpoint = use_act_checkpoint
         self.spatial_size = input_resolution // patch_size
         self.out_indices = tuple(out_indices)
         scale = width**-0.5
@@ -124,8 +129,9 @@ class CLIPVisionTransformer(nn.Module):
 
         pyramid = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
         outputs = {}
+        recompute = recomputes_activations(self, self.use_act_checkpoint)
         for index, block in enumerate(self.transformer.resblocks):
-            x = block(x)
+            x = run_segment(block, x, recompute=recompute)
             if index in self.out_indices:
                 level = self.out_indices.index(index)
                 patches = x[1:].permute(1, 2, 0).reshape(batch, channels, height, width)

@@ -19,10 +19,10 @@ from typing import Dict, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from detectron2.modeling.backbone.utils import get_abs_pos, window_partition, window_unpartition
 
+from .checkpointing import recomputes_activations, run_segment
 from .transformer import LayerNorm, ResidualAttentionBlock
 
 __all__ = ["CLIPViTDet", "WindowedAttentionBlock", "window_attention", "window_padding_mask"]
@@ -137,8 +137,8 @@ class CLIPViTDet(nn.Module):
         window_block_indexes: the blocks that attend in windows (ViTDet ViT-B: all but 2, 5, 8,
             11, which attend globally); empty for global attention everywhere.
         drop_path_rate: stochastic depth of the last block, linear from 0 (ViTDet ViT-B: 0.1).
-        use_act_checkpoint: recompute each block's activations in the backward pass instead of
-            keeping them (less memory, one more forward of the blocks) while gradients are on.
+        use_act_checkpoint: in training with gradients on, recompute each block's activations
+            in the backward pass instead of keeping them (less memory, one more forward).
         with_embeddings: build ``ln_post``/``proj`` and return z̄ and z (DenseCLIP); the CLIP
             baselines have neither.
 
@@ -213,12 +213,9 @@ class CLIPViTDet(nn.Module):
         embeddings, "global_embedding": B×C (z̄) and "dense_embedding": B×C×h×w (z), where
         h×w = (H, W) / patch_size (rounded down)."""
         x, grid = self.tokens(x)
-        recompute = self.use_act_checkpoint and torch.is_grad_enabled()
+        recompute = recomputes_activations(self, self.use_act_checkpoint)
         for block in self.transformer.resblocks:
-            if recompute:
-                x = checkpoint(block, x, grid, use_reentrant=False)
-            else:
-                x = block(x, grid)
+            x = run_segment(block, x, grid, recompute=recompute)
         batch, _, width = x.shape
         outputs = {FEATURE: x[:, 1:].transpose(1, 2).reshape(batch, width, *grid)}
         if self.with_embeddings:
