@@ -345,6 +345,19 @@ class OfficialDetector(nn.Module, DenseCLIPTextSide):
         x = self.concat_score_map(x, 3, 1 / self.tau) if self.with_text else list(x)
         return self.neck(x)
 
+    def extract_feat_with_seg_map(
+        self, img: torch.Tensor
+    ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """``extract_feat(img, use_seg_loss=True)`` of the official training step, stopped before
+        the neck (DenseCLIP): → (C2..C5 with the score map / τ concatenated to C5, i.e. the
+        neck's input; that score map / τ resized bilinearly to C2's size, the auxiliary loss's
+        input ``score_maps[0]``)."""
+        x = self.backbone(img)
+        feats = self.concat_score_map(x, 3, 1 / self.tau)
+        score_map = feats[3][:, -len(self.texts) :]  # the channels just concatenated
+        score_map0 = F.interpolate(score_map, x[0].shape[2:], mode="bilinear", align_corners=False)
+        return feats, score_map0
+
 
 class OfficialRetinaNet(OfficialDetector):
     """``DenseCLIP_RetinaNet`` / RetinaNet at test time: ``bbox_head`` (RetinaHead) and
@@ -479,3 +492,49 @@ class OfficialMaskRCNN(OfficialDetector):
         probs = mask_pred.sigmoid()[torch.arange(len(dets)), labels]
         masks = paste_masks(probs, mask_boxes / scale_factor, ori_h, ori_w, cfg["mask_thr_binary"])
         return dets, labels, masks
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def build_seg_target(
+    img_shape: Sequence[int],
+    gt_bboxes: Sequence[torch.Tensor],
+    gt_labels: Sequence[torch.Tensor],
+    num_classes: int,
+    dtype: torch.dtype = torch.float32,
+    clamp: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Official ``build_seg_target`` of both DenseCLIP detectors: on the (H // 4)×(W // 4) grid of
+    the padded batch (``img_shape`` B×3×H×W), each box divided by 4 and truncated (``.long()``),
+    x clamped to [0, W/4 - 1] and y to [0, H/4 - 1] (``clamp=False``: not clamped, a negative
+    control), then ``target[i, label, y1:y2, x1:x2] = 1`` and the same rows and columns of the
+    mask (all classes) set to 1, box by box. → (target B×K×h×w, mask B×K×h×w) in ``dtype``
+    (float32 in the official code, where everything else is float32 too)."""
+    B, _, H, W = img_shape
+    H //= 4
+    W //= 4
+    target = torch.zeros(B, num_classes, H, W, dtype=dtype)
+    mask = torch.zeros(B, 1, H, W, dtype=dtype)
+    for i, (bboxes, labels) in enumerate(zip(gt_bboxes, gt_labels)):
+        bboxes = (bboxes / 4).long()
+        if clamp:
+            bboxes[:, 0] = bboxes[:, 0].clamp(0, W - 1)
+            bboxes[:, 1] = bboxes[:, 1].clamp(0, H - 1)
+            bboxes[:, 2] = bboxes[:, 2].clamp(0, W - 1)
+            bboxes[:, 3] = bboxes[:, 3].clamp(0, H - 1)
+        for bbox, label in zip(bboxes, labels):
+            target[i, label, bbox[1] : bbox[3], bbox[0] : bbox[2]] = 1
+            mask[i, :, bbox[1] : bbox[3], bbox[0] : bbox[2]] = 1
+    return target, mask.expand(-1, num_classes, -1, -1)
+
+
+def compute_seg_loss(
+    score_map: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Official ``compute_seg_loss`` (``loss_seg`` of RetinaNet, ``loss_aux_seg`` of Mask R-CNN):
+    ``binary_cross_entropy(sigmoid(score_map), target, weight=mask, reduction='sum') /
+    mask.sum()``, ``score_map`` being ``score_maps[0]`` of
+    :meth:`OfficialDetector.extract_feat_with_seg_map`."""
+    loss = F.binary_cross_entropy(torch.sigmoid(score_map), target, weight=mask, reduction="sum")
+    return loss / mask.sum()

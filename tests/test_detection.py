@@ -360,6 +360,20 @@ def test_dataset_classes_reach_every_class_dependent_module(tiny_configs, path):
 # ---------------------------------------------------------------------------------- train_net
 
 
+def evaluate_in_process(path: str, overrides, checkpoint: str) -> dict:
+    """COCO results of ``checkpoint`` on the config with ``overrides``, by detectron2's
+    ``inference_on_dataset`` with the config's test loader and evaluator."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.evaluation import inference_on_dataset
+
+    cfg = LazyConfig.apply_overrides(_load(path), overrides)
+    model = instantiate(cfg.model).eval()
+    DetectionCheckpointer(model).load(checkpoint)
+    loader, evaluator = instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    with torch.no_grad():
+        return inference_on_dataset(model, loader, evaluator)
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(
     "path, tasks, score_threshold",
@@ -379,6 +393,13 @@ def test_train_net_trains_and_reports_coco_ap(path, tasks, score_threshold, tmp_
     for task in tasks:
         assert 0.0 <= results[task]["AP"] <= 100.0, results
         assert set(results[task]) >= {"AP50", "AP75", *(f"AP-{c}" for c in SYNTHETIC_DET_CLASSES)}
+    # what the command line reports is detectron2's own evaluation of its final weights
+    expected = evaluate_in_process(path, overrides, os.path.join(out, "model_final.pth"))
+    for task in tasks:
+        assert expected[task]["AP50"] > 0, expected  # the comparison is not of zeros
+        assert results[task].keys() == expected[task].keys()
+        for metric, value in expected[task].items():
+            assert value == pytest.approx(results[task][metric], abs=1e-6, nan_ok=True), metric
 
 
 # ---------------------------------------------------------------------------------- full size

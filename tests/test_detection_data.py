@@ -262,11 +262,25 @@ def test_synthetic_boxes_enclose_their_rle_masks(tmp_path):
         assert (x, y, x + w, y + h) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
 
 
-def test_synthetic_instances_are_the_visible_parts_of_the_shapes():
-    _, instances = synthetic.generate_instances(0, 0, 5, (128, 128))
+@pytest.mark.parametrize("index", range(8))
+def test_synthetic_instances_are_the_visible_parts_of_the_shapes(index):
+    """Compared with the segmentation labels of the same image (class ids: shapes 2..4 =
+    category ids 1..3 + 1; 255 on anti-aliased edges): each instance covers only pixels of its
+    class or edges, and every pixel a shape wholly covers is in an instance of its class."""
+    image, instances = synthetic.generate_instances(0, 0, index, (128, 128))
     masks = np.stack([instance["mask"] for instance in instances])
     assert masks.sum(axis=0).max() == 1  # no pixel in two instances
     assert {instance["category_id"] for instance in instances} <= {1, 2, 3}
+    same_image, labels = synthetic.generate_sample(0, 0, index, (128, 128))
+    assert np.array_equal(image, same_image)
+    for category_id in (1, 2, 3):
+        shape = labels == category_id + 1
+        of_class = [x["mask"] for x in instances if x["category_id"] == category_id]
+        for mask in of_class:
+            assert np.isin(labels[mask], [category_id + 1, 255]).all()
+            assert shape[mask].mean() > 0.5  # the edges are a thin part
+        union = np.any(of_class, axis=0) if of_class else np.zeros_like(shape)
+        assert np.array_equal(union & shape, shape)
 
 
 def test_synthetic_detection_has_the_segmentation_images(tmp_path):

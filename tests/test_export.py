@@ -218,6 +218,21 @@ def test_traced_clip_attention_equals_multihead_attention(causal):
     torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-6)
 
 
+def assert_graph_computes_the_windows_logits(model, path: str, sizes) -> None:
+    """The ONNX file, run by ONNX Runtime on two random images of each size, gives the logits
+    of the eager model's ``encode_decode`` of the normalised images (:func:`assert_same_logits`)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for height, width in sizes:
+        images = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(2)) * 255
+        with torch.no_grad():
+            expected = model.encode_decode((images - model.pixel_mean) / model.pixel_std)
+        (found,) = session.run(None, {session.get_inputs()[0].name: images.numpy()})
+        for want, got in zip(expected, torch.from_numpy(found)):
+            assert_same_logits(want, got)
+
+
 def test_vit_segmentor_exports_for_every_size(tmp_path):
     # the ViT-B config at toy widths, 4 blocks; export_model verifies the graph at 123×81
     cfg = LazyConfig.load(
@@ -230,8 +245,10 @@ def test_vit_segmentor_exports_for_every_size(tmp_path):
     bottom_up.prompts.text_encoder.update(width=64, heads=4, layers=1, embed_dim=64)
     bottom_up.context_decoder.update(width=32, num_heads=4, num_layers=1)
     torch.manual_seed(0)
-    path, metadata = export_model(instantiate(cfg.model).eval(), "onnx", str(tmp_path))
+    model = instantiate(cfg.model).eval()
+    path, metadata = export_model(model, "onnx", str(tmp_path))
     assert len(metadata.class_names) == 150 and not metadata.text_encoder_in_graph
+    assert_graph_computes_the_windows_logits(model, path, SEG_SIZES)
 
 
 def test_swin_backbones_are_refused_with_the_reason(tmp_path):
@@ -372,7 +389,7 @@ def test_a_segmentor_traced_at_a_multiple_of_32_still_fits_odd_sizes(tmp_path):
     model = build(LazyConfig.load(SEG_CONFIG))
     sample = torch.rand(2, 3, 64, 96) * 255  # levels exactly 2× apart: resized all the same
     path, _ = export_model(model, "onnx", str(tmp_path), sample)  # verified at 123×81
-    assert os.path.isfile(path)
+    assert_graph_computes_the_windows_logits(model, path, SEG_SIZES)
 
 
 def test_a_graph_that_fits_only_its_traced_size_is_not_kept(monkeypatch, tmp_path):

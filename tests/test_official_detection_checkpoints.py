@@ -54,6 +54,52 @@ OUR_BACKBONE_KEYS = {
     "backbone.bottom_up.gamma": "gamma",
 }
 RETINANET_OUTPUTS = {"bbox_head.retina_cls", "bbox_head.retina_reg"}
+#: official neck and head modules → ours (weight and bias each), written out one by one
+OUR_HEAD_MODULES = {
+    "retinanet": {
+        "neck.lateral_convs.0.conv": "backbone.fpn_lateral3",
+        "neck.lateral_convs.1.conv": "backbone.fpn_lateral4",
+        "neck.lateral_convs.2.conv": "backbone.fpn_lateral5",
+        "neck.fpn_convs.0.conv": "backbone.fpn_output3",
+        "neck.fpn_convs.1.conv": "backbone.fpn_output4",
+        "neck.fpn_convs.2.conv": "backbone.fpn_output5",
+        "neck.fpn_convs.3.conv": "backbone.top_block.p6",
+        "neck.fpn_convs.4.conv": "backbone.top_block.p7",
+        "bbox_head.cls_convs.0.conv": "head.cls_subnet.0",
+        "bbox_head.cls_convs.1.conv": "head.cls_subnet.2",
+        "bbox_head.cls_convs.2.conv": "head.cls_subnet.4",
+        "bbox_head.cls_convs.3.conv": "head.cls_subnet.6",
+        "bbox_head.reg_convs.0.conv": "head.bbox_subnet.0",
+        "bbox_head.reg_convs.1.conv": "head.bbox_subnet.2",
+        "bbox_head.reg_convs.2.conv": "head.bbox_subnet.4",
+        "bbox_head.reg_convs.3.conv": "head.bbox_subnet.6",
+        "bbox_head.retina_cls": "head.cls_score",
+        "bbox_head.retina_reg": "head.bbox_pred",
+    },
+    "mask_rcnn": {
+        "neck.lateral_convs.0.conv": "backbone.fpn_lateral2",
+        "neck.lateral_convs.1.conv": "backbone.fpn_lateral3",
+        "neck.lateral_convs.2.conv": "backbone.fpn_lateral4",
+        "neck.lateral_convs.3.conv": "backbone.fpn_lateral5",
+        "neck.fpn_convs.0.conv": "backbone.fpn_output2",
+        "neck.fpn_convs.1.conv": "backbone.fpn_output3",
+        "neck.fpn_convs.2.conv": "backbone.fpn_output4",
+        "neck.fpn_convs.3.conv": "backbone.fpn_output5",
+        "rpn_head.rpn_conv": "proposal_generator.rpn_head.conv",
+        "rpn_head.rpn_cls": "proposal_generator.rpn_head.objectness_logits",
+        "rpn_head.rpn_reg": "proposal_generator.rpn_head.anchor_deltas",
+        "roi_head.bbox_head.shared_fcs.0": "roi_heads.box_head.fc1",
+        "roi_head.bbox_head.shared_fcs.1": "roi_heads.box_head.fc2",
+        "roi_head.bbox_head.fc_cls": "roi_heads.box_predictor.cls_score",
+        "roi_head.bbox_head.fc_reg": "roi_heads.box_predictor.bbox_pred",
+        "roi_head.mask_head.convs.0.conv": "roi_heads.mask_head.mask_fcn1",
+        "roi_head.mask_head.convs.1.conv": "roi_heads.mask_head.mask_fcn2",
+        "roi_head.mask_head.convs.2.conv": "roi_heads.mask_head.mask_fcn3",
+        "roi_head.mask_head.convs.3.conv": "roi_heads.mask_head.mask_fcn4",
+        "roi_head.mask_head.upsample": "roi_heads.mask_head.deconv",
+        "roi_head.mask_head.conv_logits": "roi_heads.mask_head.predictor",
+    },
+}
 
 
 def official_backbone_name(key: str) -> str:
@@ -63,6 +109,19 @@ def official_backbone_name(key: str) -> str:
         if key.startswith(ours):
             return official + key[len(ours) :]
     raise AssertionError(f"no official name for our bottom-up key {key}")
+
+
+def our_name(key: str, arch: str) -> str:
+    """Our name of an official key, from the tables written out above (not the converter's)."""
+    if key in OUR_BACKBONE_KEYS.values():
+        return next(ours for ours, official in OUR_BACKBONE_KEYS.items() if official == key)
+    module, param = key.rsplit(".", 1)
+    if module in OUR_HEAD_MODULES[arch]:
+        return f"{OUR_HEAD_MODULES[arch][module]}.{param}"
+    for ours, official in OUR_BACKBONE_PREFIXES.items():
+        if key.startswith(official):
+            return ours + key[len(official) :]
+    raise AssertionError(f"no name of ours for the official key {key}")
 
 
 def conv(out_channels, in_channels, kernel):
@@ -146,6 +205,7 @@ def test_official_detection_checkpoint_loads_strictly_into_its_config(config):
     permuted = {k for k in official if k.rsplit(".", 1)[0] in RETINANET_OUTPUTS}
     assert set(conversion.transformed) == permuted
     assert len(permuted) == (4 if arch == "retinanet" else 0)
+    assert conversion.names == {key: our_name(key, arch) for key in official}
     for key, new_key in conversion.names.items():
         expected = official[key]
         if key in permuted:

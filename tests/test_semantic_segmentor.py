@@ -241,9 +241,34 @@ def test_whole_inference_on_a_size_not_divisible_by_32(model):
     assert torch.isfinite(outputs[0]["sem_seg"]).all()
 
 
+def mmseg_whole_logits(model, image: torch.Tensor, size) -> torch.Tensor:
+    """mmseg's whole inference (FPN neck, FPNHead, ``resize`` to the image) restated on the
+    model's layers: the FPN's top-down path adds each coarser lateral resized (nearest) to the
+    finer one's size, each level's scale head (convs, 2× upsamplings) is resized bilinearly to
+    the finest level's size before the sum, the classifier's logits bilinearly to ``size``.
+    image: 1×3×H×W normalised → K×H×W."""
+    fpn, head = model.backbone, model.sem_seg_head
+    stages = fpn.bottom_up(image)
+    # detectron2 keeps the lateral and output convs coarsest level first
+    laterals = [conv(stages[f]) for conv, f in zip(fpn.lateral_convs, reversed(fpn.in_features))]
+    for i in range(1, len(laterals)):
+        coarser = F.interpolate(laterals[i - 1], size=laterals[i].shape[-2:], mode="nearest")
+        laterals[i] = laterals[i] + coarser
+    levels = [conv(x) for conv, x in zip(fpn.output_convs, laterals)][::-1]  # finest first
+    output = head.scale_heads[0](levels[0])
+    for scale_head, level in zip(head.scale_heads[1:], levels[1:]):
+        upsampled = scale_head(level)
+        output = output + F.interpolate(
+            upsampled, size=output.shape[-2:], mode="bilinear", align_corners=False
+        )
+    logits = head.predictor(output)
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)[0]
+
+
 def test_the_network_runs_at_the_images_own_size_as_mmseg(model):
-    """``pad_windows=False`` (the configs' default): a 100×120 image reaches the backbone as is;
-    the head's logits are resized to 100×120."""
+    """``pad_windows=False`` (the configs' default): a 100×120 image reaches the backbone as is
+    (levels 25×30, 12×15, 6×7, 3×3: the avg-pool strides floor); the logits are mmseg's (:func:`mmseg_whole_logits`).
+    """
     model.eval().test_mode = "whole"
     assert not model.pad_windows
     inputs = random_inputs(batch=1, height=100, width=120, labels=False)
@@ -251,9 +276,14 @@ def test_the_network_runs_at_the_images_own_size_as_mmseg(model):
     with torch.no_grad():
         logits = model(inputs)[0]["sem_seg"]
         image = normalized(model, inputs[0]["image"])
-        expected = model.sem_seg_head(model.backbone(image), output_size=(100, 120))[0][0]
+        expected = mmseg_whole_logits(model, image, (100, 120))
     assert seen.output["res2"].shape[-2:] == (25, 30)  # 100×120 at stride 4, not 128×128
-    assert torch.equal(logits, expected)
+    assert [seen.output[f].shape[-2:] for f in ("res3", "res4", "res5")] == [
+        (12, 15),
+        (6, 7),
+        (3, 3),
+    ]
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6 * float(expected.abs().max()))
 
 
 def test_sides_shorter_than_32_are_padded_to_32_and_cropped_back(model):
