@@ -548,6 +548,12 @@ def test_simulated_ranks_encode_one_ranks_share_of_the_classes(tiny_training_con
         assert not torch.equal(contexts, before)  # the contexts train
 
 
+def test_simulated_ranks_refuse_a_model_without_a_shared_text_side(load_tiny_config):
+    configs = {"denseclip": load_tiny_config("denseclip_fpn_pre_model_tiny")}
+    with pytest.raises(ValueError, match="--simulate-ranks: the model has no class text side"):
+        training_steps(configs, ["denseclip"], 64, 1, ForwardSettings("cpu"), simulate_ranks=2)
+
+
 def test_benchmark_refuses_steps_it_cannot_time(capsys):
     tool = load_python_file("tools/benchmark.py")
     for argv, message in (

@@ -112,7 +112,8 @@ class StageHooks:
 
     def _enter(self, stage: str, module, inputs) -> None:
         if self.recording:
-            self.running.append((stage, torch.autograd._get_sequence_nr()))  # the next node's
+            # _get_sequence_nr: the number the next node this thread creates will get
+            self.running.append((stage, torch.autograd._get_sequence_nr()))
             self.clock.switch(stage)
 
     def _leave(self, module, inputs, outputs) -> None:
@@ -144,7 +145,7 @@ def hook_backward(loss: torch.Tensor, stage_of: Callable[[int], str], clock: Sta
             continue
         seen.add(node)
         pending.extend(next_node for next_node, _ in node.next_functions)
-        if not hasattr(node, "variable"):  # AccumulateGrad
+        if not hasattr(node, "variable"):  # of the nodes, only AccumulateGrad holds a variable
             stage = stage_of(node._sequence_nr())
             node.register_prehook(lambda grads, stage=stage: clock.switch(stage))
 

@@ -71,9 +71,16 @@ class SimulatedRankText(nn.Module):
 
 def simulate_text_sharding(model: nn.Module, ranks: int) -> None:
     """Gives every DenseCLIP backbone of ``model`` the text side of one of ``ranks`` ranks
-    (:class:`SimulatedRankText`): the post-model and language-only text side; pre-model
-    prompting runs the text encoder per image and is unchanged."""
-    for backbone in [m for m in model.modules() if isinstance(m, DenseCLIPBackbone)]:
+    (:class:`SimulatedRankText`); ValueError when there is none to share: pre-model prompting
+    runs the text encoder on each image's own contexts."""
+    backbones = [m for m in model.modules() if isinstance(m, DenseCLIPBackbone)]
+    shared = [b for b in backbones if b.prompting != "pre"]
+    if not shared:
+        raise ValueError(
+            "--simulate-ranks: the model has no class text side shared by its images to split "
+            "between ranks (pre-model prompting encodes each image's own prompts)"
+        )
+    for backbone in shared:
         backbone.prompts = SimulatedRankText(backbone.prompts, ranks)
 
 
