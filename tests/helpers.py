@@ -15,6 +15,11 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
+import torch
+from torch import nn
+
+from detectron2.config import instantiate
+from detectron2.layers import FrozenBatchNorm2d
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = "configs/Synthetic/denseclip_fpn_tiny.py"
@@ -107,6 +112,30 @@ def tiny_overrides(output_dir: str, max_iter: int = 4, **more) -> List[str]:
     }
     values.update(more)
     return [f"{key}={value}" for key, value in values.items()]
+
+
+def labelled_batch(num_classes: int, images: int = 4, seed: int = 0) -> List[dict]:
+    """64×64 images with labels (some pixels ignored), as the dataset mapper gives them."""
+    generator = torch.Generator().manual_seed(seed)
+    batch = []
+    for _ in range(images):
+        label = torch.randint(0, num_classes, (64, 64), generator=generator)
+        label[torch.rand(64, 64, generator=generator) < 0.1] = 255
+        image = torch.rand(3, 64, 64, generator=generator) * 255
+        batch.append({"image": image, "sem_seg": label, "height": 64, "width": 64})
+    return batch
+
+
+def model_without_batch_statistics(cfg) -> nn.Module:
+    """A segmentor config's model in float64 with frozen BatchNorms and no dropout: its loss
+    over a batch is the mean of its losses over equal-sized parts of the batch."""
+    cfg.model.sem_seg_head.norm = ""
+    torch.manual_seed(0)
+    model = FrozenBatchNorm2d.convert_frozen_batchnorm(instantiate(cfg.model))
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+    return model.double()
 
 
 def free_port() -> int:

@@ -1,14 +1,16 @@
 """The benchmark's pieces (denseclip.analysis.benchmark) without timing a model: the variants'
 bookkeeping, the random inputs, the forward settings, interleaving, the split of time into the
-model's parts, the /proc memory reader, the fresh-process runner and the printed report. The
-smoke runs of tools/benchmark.py are in test_inference.py, test_export.py and
-test_vit_detection.py."""
+model's parts, the /proc memory reader, the fresh-process runner and the printed report; the
+training-step profile on a toy model of known costs and on the tiny configs, the simulated
+ranks and ``--train-profile``. The other smoke runs of tools/benchmark.py are in
+test_inference.py, test_export.py and test_vit_detection.py."""
 
 import argparse
 import json
 import math
 import os
 import textwrap
+import time
 
 import pytest
 import torch
@@ -18,10 +20,12 @@ from torch import nn
 
 from detectron2.structures import Boxes, Instances
 
-from helpers import load_python_file
+from helpers import REPO_ROOT, load_python_file
 
 from denseclip.analysis.benchmark import (
+    STAGES,
     ForwardSettings,
+    TrainingStep,
     detection_variants,
     in_fresh_processes,
     interleaved_times,
@@ -31,14 +35,19 @@ from denseclip.analysis.benchmark import (
     peak_memory_mb,
     print_report,
     print_train_memory,
+    print_train_profile,
     random_inputs,
     ratios,
+    simulated_ranks_name,
     stage_times,
+    train_stage_times,
     training_inputs,
+    training_steps,
 )
 from denseclip.analysis.benchmark.memory import proc_status_kb
 from denseclip.analysis.benchmark.profiling import exclusive_ms
 from denseclip.analysis.benchmark.report import max_difference
+from denseclip.analysis.benchmark.train_profiling import profiled_step, stage_modules, unhooked_step
 from denseclip.analysis.benchmark.variants import weights_mb
 
 SEGMENTATION = OmegaConf.create({"model": {"sem_seg_head": {"num_classes": 5}}})
@@ -267,6 +276,7 @@ def _args(**changes):
         train_batch=2,
         train_repeats=1,
         attention_kernel="fused",
+        simulate_ranks=1,
     )
     return argparse.Namespace(**{**args, **changes})
 
@@ -338,3 +348,242 @@ def test_train_memory_report(capsys):
         f"  {'denseclip / baseline':<42}  1.500",
     ]
     assert report == {"train_memory_mb": memory, "ratio": 1.5}
+
+
+def test_report_of_a_simulated_ranks_step_gives_its_ratio_and_what_it_simulates(capsys):
+    train = {"denseclip": [0.375], "baseline": [0.25], "denseclip at 2 ranks": [0.3125]}
+    report = print_report(_args(simulate_ranks=2), {}, {}, {}, train, {})
+    assert capsys.readouterr().out.splitlines()[-4:] == [
+        f"  {'denseclip at 2 ranks':<42}    312.5 ms",
+        f"  {'denseclip / baseline':<42}  1.500",
+        f"  {'denseclip at 2 ranks / baseline':<42}  1.250",
+        "  (denseclip at 2 ranks: one rank's step with the text side shared, simulated in one "
+        "process: the text encoder encodes 2 of the 3 classes, no communication)",
+    ]
+    assert report["train_step_ratios"] == {
+        "denseclip / baseline": 1.5,
+        "denseclip at 2 ranks / baseline": 1.25,
+    }
+
+
+def _profile(scale: float):
+    """A training-step profile whose every stage takes ``scale`` ms forward, 2·scale backward."""
+    forward = {stage: scale for stage in STAGES}
+    backward = {stage: 2 * scale for stage in STAGES}
+    return {
+        "forward": {**forward, "total": 6 * scale},
+        "backward": {**backward, "total": 12 * scale},
+        "optimizer step": scale,
+        "unhooked": {"forward": 5 * scale, "backward": 10 * scale, "optimizer step": scale},
+    }
+
+
+def test_train_profile_report(capsys):
+    profiles = {"denseclip": _profile(2.0), "baseline": _profile(1.0)}
+    report = print_train_profile(_args(device="cuda", amp="fp16", train_repeats=3), profiles)
+    cells = lambda *values: "".join(f"{v:>10}" for v in values)  # noqa: E731
+    assert capsys.readouterr().out.splitlines() == [
+        "",
+        "where the time of one training step goes (ms): batch 2, 64×64, K=3, cuda, fp16 "
+        "autocast, median of 3 (after 1 warm-up), steps interleaved",
+        "",
+        f"{'':<24}{'denseclip':>30}{'baseline':>30}",
+        f"{'stage':<24}" + cells("forward", "backward", "total") * 2,
+        *(f"{s:<24}" + cells("2.0", "4.0", "6.0") + cells("1.0", "2.0", "3.0") for s in STAGES),
+        f"{'optimizer step':<24}" + cells("", "", "2.0") + cells("", "", "1.0"),
+        f"{'step':<24}" + cells("12.0", "24.0", "38.0") + cells("6.0", "12.0", "19.0"),
+        f"{'step without hooks':<24}"
+        + cells("10.0", "20.0", "32.0")
+        + cells("5.0", "10.0", "16.0"),
+        f"  {'denseclip / baseline (steps without hooks)':<50}  2.000",
+    ]
+    assert report == {
+        "train_profile_ms": profiles,
+        "train_step_ratios": {"denseclip / baseline": 2.0},
+    }
+    json.dumps(report)
+
+
+# ----------------------------------------------------------------------------- training profile
+
+
+class _SlowBackward(torch.autograd.Function):
+    """The identity, whose backward sleeps ``seconds``: a known backward cost."""
+
+    @staticmethod
+    def forward(ctx, x, seconds):
+        ctx.seconds = seconds
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        time.sleep(ctx.seconds)
+        return grad, None
+
+
+class _Slow(nn.Module):
+    """A linear layer that sleeps ``forward_ms`` in its forward and ``backward_ms`` in its
+    backward."""
+
+    def __init__(self, forward_ms: float, backward_ms: float):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.forward_s, self.backward_s = forward_ms / 1000, backward_ms / 1000
+
+    def forward(self, x):
+        time.sleep(self.forward_s)
+        return _SlowBackward.apply(self.linear(x), self.backward_s)
+
+
+class _ToyBottomUp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.image_encoder = _Slow(40, 90)
+
+    def forward(self, x):
+        return self.image_encoder(x) * 2  # the bottom-up's own work: the rest
+
+
+class _ToyBackbone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bottom_up = _ToyBottomUp()
+        self.fpn = _Slow(20, 50)  # the rest of the backbone: FPN + head
+
+    def forward(self, x):
+        return self.fpn(self.bottom_up(x))
+
+
+class _ToySegmentor(nn.Module):
+    """The stage modules of a segmentor at their paths, with known costs (ms): image encoder
+    forward 40 and backward 90, FPN + head 30 and 70 (FPN 20 and 50, head 10 and 20)."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = _ToyBackbone()
+        self.sem_seg_head = _Slow(10, 20)
+
+    def forward(self, batch):
+        images = torch.stack([item["image"] for item in batch])
+        return {"loss": self.sem_seg_head(self.backbone(images)).square().mean()}
+
+
+def test_train_profile_charges_each_stage_its_own_forward_and_backward_time():
+    model = _ToySegmentor()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = TrainingStep(model, optimizer, [{"image": torch.randn(4)}], ForwardSettings("cpu"))
+    (profile,) = train_stage_times({"toy": step}, repeats=2).values()
+    costs = {
+        "forward": {"image encoder": 40, "FPN + head": 30},
+        "backward": {"image encoder": 90, "FPN + head": 70},
+    }
+    for part, cost in costs.items():
+        ms = profile[part]
+        assert math.isclose(sum(ms[stage] for stage in STAGES), ms["total"], rel_tol=1e-9)
+        for stage in STAGES:  # sleeps are lower bounds; a busy machine adds a little
+            assert cost.get(stage, 0) <= ms[stage] < cost.get(stage, 0) + 25, (part, stage, ms)
+    assert profile["unhooked"]["forward"] >= 70 and profile["unhooked"]["backward"] >= 160
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.fixture
+def tiny_training_configs(load_tiny_config):
+    return {
+        "denseclip": load_tiny_config("denseclip_fpn_tiny"),
+        "baseline": load_tiny_config("fpn_clip_tiny"),
+    }
+
+
+@pytest.mark.usefixtures("single_torch_thread")
+def test_train_profile_of_the_tiny_configs_adds_up_to_the_unhooked_step(tiny_training_configs):
+    steps = training_steps(
+        tiny_training_configs, ["denseclip", "baseline"], 128, 1, ForwardSettings("cpu")
+    )
+    stages = {name: {s for s, _ in stage_modules(step.model)} for name, step in steps.items()}
+    assert stages == {
+        "denseclip": set(STAGES),
+        "baseline": {"image encoder", "score maps + aux loss", "FPN + head"},
+    }
+    profiles = train_stage_times(steps, repeats=1)
+    for name, profile in profiles.items():
+        for part in ("forward", "backward"):
+            ms = profile[part]
+            assert math.isclose(sum(ms[stage] for stage in STAGES), ms["total"], rel_tol=1e-9)
+            for stage in STAGES:
+                assert (ms[stage] > 0) == (name == "denseclip" or stage in stages[name]), (
+                    name,
+                    part,
+                    stage,
+                )
+    # the hooks cost little: a backward's stages add up to within a few percent of the same
+    # backward unhooked (the fastest of several each, robust to a busy machine)
+    hooked, unhooked = [], []
+    for _ in range(5):
+        hooked.append(profiled_step(steps["denseclip"])["backward"]["total"])
+        unhooked.append(unhooked_step(steps["denseclip"])["backward"])
+    assert abs(min(hooked) - min(unhooked)) <= 0.1 * min(unhooked), (hooked, unhooked)
+
+
+@pytest.mark.usefixtures("single_torch_thread")
+def test_simulated_ranks_encode_one_ranks_share_of_the_classes(tiny_training_configs):
+    configs = {"denseclip": tiny_training_configs["denseclip"]}
+    steps = training_steps(configs, ["denseclip"], 64, 1, ForwardSettings("cpu"), simulate_ranks=2)
+    assert (
+        list(steps)
+        == ["denseclip", simulated_ranks_name(2)]
+        == ["denseclip", "denseclip at 2 ranks"]
+    )
+    for name, encoded in (("denseclip", 5), ("denseclip at 2 ranks", 3)):  # K=5, ⌈5/2⌉
+        model = steps[name].model
+        calls = []
+        model.backbone.bottom_up.prompts.register_forward_hook(
+            lambda m, i, out: calls.append(out.shape)
+        )
+        (text_encoder,) = [m for m in model.modules() if type(m).__name__ == "CLIPTextEncoder"]
+        text_encoder.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
+        contexts = [p for n, p in model.named_parameters() if n.endswith("contexts")][0]
+        before = contexts.detach().clone()
+        steps[name]()
+        assert calls == [encoded, (1, 5, 64)]  # K embeddings from ⌈K/R⌉ encoded
+        assert not torch.equal(contexts, before)  # the contexts train
+
+
+def test_simulated_ranks_refuse_a_model_without_a_shared_text_side(load_tiny_config):
+    configs = {"denseclip": load_tiny_config("denseclip_fpn_pre_model_tiny")}
+    with pytest.raises(ValueError, match="--simulate-ranks: the model has no class text side"):
+        training_steps(configs, ["denseclip"], 64, 1, ForwardSettings("cpu"), simulate_ranks=2)
+
+
+def test_benchmark_refuses_steps_it_cannot_time(capsys):
+    tool = load_python_file("tools/benchmark.py")
+    for argv, message in (
+        (["--simulate-ranks", "0"], "--simulate-ranks must be at least 1, got 0"),
+        (["--train-profile", "--train-repeats", "0"], "--train-profile times --train-repeats"),
+    ):
+        with pytest.raises(SystemExit):
+            tool.parse_args(argv + ["--device", "cpu"])
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("single_torch_thread")
+def test_benchmark_train_profile_of_the_tiny_configs(capsys):
+    tool = load_python_file("tools/benchmark.py")
+    report = tool.main(
+        [
+            "--config-file",
+            os.path.join(REPO_ROOT, "configs/Synthetic/denseclip_fpn_tiny.py"),
+            "--baseline-config-file",
+            os.path.join(REPO_ROOT, "configs/Synthetic/fpn_clip_tiny.py"),
+            *("--size", "64", "--train-batch", "1", "--train-repeats", "1"),
+            *("--train-profile", "--simulate-ranks", "2", "--device", "cpu"),
+        ]
+    )
+    assert list(report["train_profile_ms"]) == ["denseclip", "baseline", "denseclip at 2 ranks"]
+    assert list(report["train_step_ratios"]) == [
+        "denseclip / baseline",
+        "denseclip at 2 ranks / baseline",
+    ]
+    out = capsys.readouterr().out.splitlines()
+    title = "where the time of one training step goes (ms): batch 1, 64×64, K=5, cpu"
+    assert [line for line in out if line.startswith(title)] == [out[-17]]
+    assert json.loads(out[-1]) == json.loads(json.dumps(report))

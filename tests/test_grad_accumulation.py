@@ -7,49 +7,28 @@ import os
 
 import pytest
 import torch
-from torch import nn
 
 from detectron2.config import instantiate
-from detectron2.layers import FrozenBatchNorm2d
 from detectron2.utils.events import EventStorage
 
 from denseclip.engine.train import _build_trainer, check_run
 
-from helpers import TINY_CONFIG, read_metrics, run_train_net, tiny_overrides
+from helpers import (
+    TINY_CONFIG,
+    labelled_batch,
+    model_without_batch_statistics,
+    read_metrics,
+    run_train_net,
+    tiny_overrides,
+)
 
 pytestmark = pytest.mark.timeout(600)
-
-IMAGES = 4
-
-
-def _batch(num_classes, seed=0):
-    """Four 64×64 images with labels (some pixels ignored), as the dataset mapper gives them."""
-    generator = torch.Generator().manual_seed(seed)
-    batch = []
-    for _ in range(IMAGES):
-        label = torch.randint(0, num_classes, (64, 64), generator=generator)
-        label[torch.rand(64, 64, generator=generator) < 0.1] = 255
-        image = torch.rand(3, 64, 64, generator=generator) * 255
-        batch.append({"image": image, "sem_seg": label, "height": 64, "width": 64})
-    return batch
-
-
-def _model_without_batch_statistics(cfg):
-    """The tiny DenseCLIP segmentor in float64 with frozen BatchNorms and no dropout: its loss
-    over a batch is the mean of its losses over equal-sized parts of the batch."""
-    cfg.model.sem_seg_head.norm = ""
-    torch.manual_seed(0)
-    model = FrozenBatchNorm2d.convert_frozen_batchnorm(instantiate(cfg.model))
-    for module in model.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            module.p = 0.0
-    return model.double()
 
 
 def _one_step(cfg, state, batches, steps):
     """Loads ``state``, runs one trainer step over ``batches`` (cycled) with
     ``train.grad_accumulation_steps=steps``: (gradients, weights after the step)."""
-    model = _model_without_batch_statistics(cfg)
+    model = model_without_batch_statistics(cfg)
     model.load_state_dict(state)
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
@@ -66,8 +45,8 @@ def test_micro_batches_step_like_one_larger_batch(tiny_config):
     cfg = tiny_config
     cfg.train.device = "cpu"
     cfg.optimizer.lr = 1e-2
-    state = _model_without_batch_statistics(cfg).state_dict()
-    batch = _batch(cfg.model.sem_seg_head.num_classes)
+    state = model_without_batch_statistics(cfg).state_dict()
+    batch = labelled_batch(cfg.model.sem_seg_head.num_classes)
 
     grads_whole, weights_whole = _one_step(cfg, state, [batch], steps=1)
     halves = [batch[:2], batch[2:]]
@@ -96,8 +75,8 @@ def test_one_micro_batch_alone_steps_differently(tiny_config):
     """Negative control: the last micro-batch's gradient is not the step's gradient."""
     cfg = tiny_config
     cfg.train.device = "cpu"
-    state = _model_without_batch_statistics(cfg).state_dict()
-    batch = _batch(cfg.model.sem_seg_head.num_classes)
+    state = model_without_batch_statistics(cfg).state_dict()
+    batch = labelled_batch(cfg.model.sem_seg_head.num_classes)
     grads_whole, _ = _one_step(cfg, state, [batch], steps=1)
     grads_last, _ = _one_step(cfg, state, [batch[2:]], steps=1)
     name = "backbone.bottom_up.prompts.contexts"

@@ -343,6 +343,32 @@ def test_cache_is_invalidated_when_the_contexts_parameter_is_replaced(prompts):
     torch.testing.assert_close(after, prompts.text_encoder(prompts.class_tokens, prompts.contexts))
 
 
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+def test_sharded_embeddings_of_every_rank_assemble_the_class_embeddings(prompts, ranks):
+    """Rank r encodes ⌈K/R⌉ classes (K=3: 3; 2 and 2; 1, 1, 1 and a padding copy): the ranks'
+    slices, gathered in rank order, are the unsharded embeddings, and the padding is dropped."""
+    prompts.train()
+    slices = []
+
+    def gather_slices_so_far(shard):  # stands in for all_gather: this rank's slice, R times
+        slices.append(shard)
+        return [shard] * ranks
+
+    for rank in range(ranks):
+        assert prompts.sharded_embeddings(rank, ranks, gather_slices_so_far).shape == (1, K, C)
+    assert [s.shape[1] for s in slices] == [-(-K // ranks)] * ranks
+    gathered = torch.cat(slices, dim=1)[:, :K]
+    torch.testing.assert_close(gathered, prompts(), rtol=0, atol=1e-6)
+
+
+def test_sharding_is_off_by_default_and_inert_without_a_process_group(make_prompts):
+    assert not make_prompts().shard_text_across_ranks
+    sharded = make_prompts(shard_text_across_ranks=True).train()
+    calls = CountCalls(sharded.text_encoder)
+    torch.testing.assert_close(sharded(), make_prompts().train()(), rtol=0, atol=0)
+    assert calls.count == 1
+
+
 # ----------------------------------------------------------------------------- encode / deploy
 
 

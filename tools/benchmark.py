@@ -8,6 +8,7 @@ and their training-step times, side by side in one run.
         --baseline-config-file configs/Synthetic/fpn_clip_tiny.py --size 128 --repeats 2
     python tools/benchmark.py --variants denseclip --size 1024 --train-memory --train-batch 1 \\
         --config-file configs/COCO/retinanet_denseclip_vit-b_sfp_100ep_coco.py
+    python tools/benchmark.py --train-profile --train-batch 4 --simulate-ranks 8
 
 Semantic segmentation and detection configs (RetinaNet, Mask R-CNN) are both accepted; the two
 configs must be of the same kind.
@@ -41,8 +42,16 @@ and labels (detection: two random boxes per image, with masks for Mask R-CNN).
 ``--train-memory`` instead measures only the peak memory of one training forward + backward
 of each config (``--train-batch`` images), each in a fresh process after one untimed step, the
 gradients freed before it: the peak above the memory in use before it (CPU: resident set size
-as above), that is activations, gradients and temporaries, beside the weights. Prints a table,
-the ratios, and last a JSON line. Weights are random unless --weights/--baseline-weights are
+as above), that is activations, gradients and temporaries, beside the weights.
+``--train-profile`` instead times the stages of training steps (image encoder, attention pool,
+text encoder, context decoder, score maps + auxiliary loss, FPN + head), forward and backward
+apart, and the optimizer step, each step followed by the same step without hooks
+(``denseclip.analysis.benchmark.train_profiling``). ``--simulate-ranks R`` adds DenseCLIP's
+training step on one of R data-parallel ranks that share the text side
+(``model.backbone.bottom_up.prompts.shard_text_across_ranks=True``): its text encoder encodes
+⌈K/R⌉ classes, the rest of the step unchanged (the gather's communication is not simulated),
+timed beside the others and compared with the baseline. Prints a table, the ratios, and last a
+JSON line. Weights are random unless --weights/--baseline-weights are
 given: latency does not depend on them.
 """
 
@@ -71,10 +80,13 @@ from denseclip.analysis.benchmark import (
     operator_table,
     print_report,
     print_train_memory,
+    print_train_profile,
     random_inputs,
     stage_times,
+    train_stage_times,
     train_step_times,
     training_memory,
+    training_steps,
 )
 from denseclip.config import load_config
 
@@ -113,6 +125,21 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--profile", action="store_true", help="print where the time goes")
     parser.add_argument(
+        "--train-profile",
+        action="store_true",
+        help="time only the stages of training steps (--train-batch images, median of "
+        "--train-repeats), forward and backward apart, of DenseCLIP and the baseline (as "
+        "--variants asks)",
+    )
+    parser.add_argument(
+        "--simulate-ranks",
+        type=int,
+        default=1,
+        metavar="R",
+        help="also time DenseCLIP's training step on one of R ranks sharing the text side: "
+        "the text encoder encodes ceil(K/R) classes (1: not)",
+    )
+    parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
     )
     parser.add_argument("--amp", choices=["none", *AMP_DTYPES], default="none")
@@ -148,6 +175,10 @@ def parse_args(argv: Optional[Sequence[str]] = None):
         args.variants = [name for name, v in VARIANTS.items() if on_cpu or not v.exported]
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.simulate_ranks < 1:
+        parser.error(f"--simulate-ranks must be at least 1, got {args.simulate_ranks}")
+    if args.train_profile and args.train_repeats < 1:
+        parser.error("--train-profile times --train-repeats steps: give at least 1")
     on_gpu = args.device.startswith("cuda")
     if args.amp == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
         parser.error("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
@@ -211,6 +242,15 @@ def benchmark(args) -> Dict:
         print(json.dumps(report))
         return report
 
+    if args.train_profile:
+        sizes = (args.size, args.train_batch)
+        steps = training_steps(
+            args.configs, args.models, *sizes, args.settings, args.simulate_ranks
+        )
+        report = print_train_profile(args, train_stage_times(steps, args.train_repeats))
+        print(json.dumps(report))
+        return report
+
     models = _variants(args, args.variants)
     inputs = random_inputs(args.size)
     runs = {name: inference_run(model, inputs, args.settings) for name, model in models.items()}
@@ -227,7 +267,9 @@ def benchmark(args) -> Dict:
     train = {}
     if args.train_repeats:
         sizes = (args.size, args.train_batch, args.train_repeats)
-        train = train_step_times(args.configs, args.models, *sizes, args.settings)
+        train = train_step_times(
+            args.configs, args.models, *sizes, args.settings, args.simulate_ranks
+        )
     report = print_report(args, times, memory, outputs, train, profile)
     print(json.dumps(report))
     return report

@@ -4,10 +4,12 @@ Module and parameter names follow the official implementation (``contexts``, ``g
 ``context_decoder.memory_proj`` ...), so official checkpoints map onto them by prefix.
 """
 
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
+from torch import distributed as dist
 from torch import nn
+from torch.distributed.nn.functional import all_gather
 from torch.nn import functional as F
 
 from .clip import CLIPTextEncoder, tokenize_class_names
@@ -178,6 +180,14 @@ class ClassTextPrompts(nn.Module):
         class_names: the K class prompts.
         class_token_length: tokens per class name including SOT/EOT (5 in the official code).
         freeze_text_encoder: the official recipe trains the contexts only.
+        shard_text_across_ranks: in data-parallel training (``torch.distributed`` initialised,
+            R > 1 ranks) each rank encodes only its ⌈K/R⌉ classes (:meth:`sharded_embeddings`)
+            and the ranks' slices are gathered with autograd. The contexts' gradient stays that
+            of the unsharded step: rank r's loss L_r depends on every rank s's slice t_s;
+            all_gather's backward hands rank s the gradient of its slice summed over the ranks,
+            Σ_r ∂L_r/∂t_s, so rank s's contexts get Σ_r ∂L_r/∂t_s · ∂t_s/∂ctx, and DDP's mean
+            over s gives (1/R) Σ_r Σ_s ∂L_r/∂t_s · ∂t_s/∂ctx = (1/R) Σ_r ∂L_r/∂ctx, the mean
+            of the unsharded ranks' gradients. No effect outside training or on one rank.
     """
 
     def __init__(
@@ -186,6 +196,7 @@ class ClassTextPrompts(nn.Module):
         class_names: Sequence[str],
         class_token_length: int = 5,
         freeze_text_encoder: bool = True,
+        shard_text_across_ranks: bool = False,
     ):
         super().__init__()
         num_contexts = text_encoder.context_length - class_token_length
@@ -204,6 +215,7 @@ class ClassTextPrompts(nn.Module):
         width = text_encoder.token_embedding.embedding_dim
         self.contexts = nn.Parameter(torch.empty(1, num_contexts, width))
         nn.init.trunc_normal_(self.contexts)
+        self.shard_text_across_ranks = shard_text_across_ranks
         self._cached: Optional[Tuple[tuple, torch.Tensor]] = None  # (state key, embeddings)
 
     @property
@@ -223,6 +235,9 @@ class ClassTextPrompts(nn.Module):
         """→ 1×K×C text embeddings of the class prompts."""
         if self.training:
             self._cached = None
+            world_size = _data_parallel_world_size()
+            if self.shard_text_across_ranks and world_size > 1:
+                return self.sharded_embeddings(dist.get_rank(), world_size, all_gather)
             return self.text_encoder(self.class_tokens, self.contexts)
         key, cached = self._state_key(), self._cached
         if cached is None or cached[0] != key:
@@ -230,6 +245,30 @@ class ClassTextPrompts(nn.Module):
                 cached = (key, self.text_encoder(self.class_tokens, self.contexts))
             self._cached = cached
         return cached[1]
+
+    def sharded_embeddings(
+        self,
+        rank: int,
+        world_size: int,
+        gather: Callable[[torch.Tensor], Sequence[torch.Tensor]],
+    ) -> torch.Tensor:
+        """The class text embeddings computed a slice per rank.
+
+        Rank r encodes classes r·S .. (r+1)·S - 1, S = ⌈K/R⌉ (indices past K - 1 repeat the
+        last class, so that every slice has S rows; those rows are dropped after the gather).
+
+        Args:
+            rank, world_size: r and R.
+            gather: 1×S×C slice of this rank → the R ranks' slices in rank order.
+        Returns:
+            1×K×C, equal to :meth:`forward`'s unsharded output.
+        """
+        per_rank = -(-self.num_classes // world_size)
+        first = rank * per_rank
+        indices = torch.arange(first, first + per_rank, device=self.class_tokens.device)
+        tokens = self.class_tokens[indices.clamp(max=self.num_classes - 1)]
+        shard = self.text_encoder(tokens, self.contexts)
+        return torch.cat(list(gather(shard)), dim=1)[:, : self.num_classes]
 
     def train(self, mode: bool = True):
         if mode != self.training:
@@ -249,6 +288,13 @@ class ClassTextPrompts(nn.Module):
         tokens = tokenize_class_names(texts, length).to(self.class_tokens.device)
         with self._without_autocast():
             return self.text_encoder(tokens, self.contexts)
+
+
+def _data_parallel_world_size() -> int:
+    """R, the number of ranks of the default process group (1 without torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size()
 
 
 def score_maps(dense: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

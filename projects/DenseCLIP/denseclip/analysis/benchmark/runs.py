@@ -53,8 +53,13 @@ def inference_run(
     return run
 
 
-def forward_backward(model: nn.Module, batch: List[Dict], settings: ForwardSettings) -> None:
-    """One training forward (losses) and backward; detectors log to an event storage."""
+def training_loss(model: nn.Module, batch: List[Dict], settings: ForwardSettings) -> torch.Tensor:
+    """One training forward: the sum of the losses; detectors log to an event storage."""
     with EventStorage(), settings.scope():
         losses = model(batch)
-    sum(losses.values()).backward()
+    return sum(losses.values())
+
+
+def forward_backward(model: nn.Module, batch: List[Dict], settings: ForwardSettings) -> None:
+    """One training forward (losses) and backward."""
+    training_loss(model, batch, settings).backward()

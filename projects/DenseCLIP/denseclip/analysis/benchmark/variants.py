@@ -53,6 +53,37 @@ class OfficialTextEncoding(nn.Module):
         return self.prompts.text_encoder(self.prompts.class_tokens, self.prompts.contexts)
 
 
+class SimulatedRankText(nn.Module):
+    """The training text side of one of R data-parallel ranks with
+    ``ClassTextPrompts(shard_text_across_ranks=True)``, in one process: the text encoder
+    encodes rank 0's ⌈K/R⌉ classes and copies of that slice stand in for the other ranks'
+    (the gather's communication is not simulated)."""
+
+    def __init__(self, prompts: ClassTextPrompts, ranks: int):
+        super().__init__()
+        self.prompts = prompts
+        self.ranks = ranks
+
+    def forward(self) -> torch.Tensor:
+        """→ 1×K×C class text embeddings, K of them from ⌈K/R⌉ encoded."""
+        return self.prompts.sharded_embeddings(0, self.ranks, lambda shard: [shard] * self.ranks)
+
+
+def simulate_text_sharding(model: nn.Module, ranks: int) -> None:
+    """Gives every DenseCLIP backbone of ``model`` the text side of one of ``ranks`` ranks
+    (:class:`SimulatedRankText`); ValueError when there is none to share: pre-model prompting
+    runs the text encoder on each image's own contexts."""
+    backbones = [m for m in model.modules() if isinstance(m, DenseCLIPBackbone)]
+    shared = [b for b in backbones if b.prompting != "pre"]
+    if not shared:
+        raise ValueError(
+            "--simulate-ranks: the model has no class text side shared by its images to split "
+            "between ranks (pre-model prompting encodes each image's own prompts)"
+        )
+    for backbone in shared:
+        backbone.prompts = SimulatedRankText(backbone.prompts, ranks)
+
+
 class ONNXRuntimeSegmentor:
     """The ONNX export of a segmentor behind the model's call interface (a list of input dicts
     → a list of output dicts), run by ONNX Runtime (:class:`ExportedPredictor`)."""
