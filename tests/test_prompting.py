@@ -358,7 +358,8 @@ def test_sharded_embeddings_of_every_rank_assemble_the_class_embeddings(prompts,
         assert prompts.sharded_embeddings(rank, ranks, gather_slices_so_far).shape == (1, K, C)
     assert [s.shape[1] for s in slices] == [-(-K // ranks)] * ranks
     gathered = torch.cat(slices, dim=1)[:, :K]
-    torch.testing.assert_close(gathered, prompts(), rtol=0, atol=1e-6)
+    # float32; the shared-prefix text path batches 1 class or 3 with different rounding
+    torch.testing.assert_close(gathered, prompts(), rtol=1e-5, atol=1e-6)
 
 
 def test_sharding_is_off_by_default_and_inert_without_a_process_group(make_prompts):
