@@ -86,6 +86,50 @@ def test_all_ignored_labels_give_zero_loss_and_a_finite_gradient(reduction):
     assert torch.count_nonzero(logits.grad) == 0
 
 
+def _resized_cross_entropy(logits, targets, reduction):
+    """The loss written out on the whole batch: bilinear resize, per-pixel CE, mean."""
+    resized = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+    per_pixel = F.cross_entropy(resized, targets, ignore_index=255, reduction="none")
+    count = per_pixel.numel() if reduction == "all_pixels" else (targets != 255).sum()
+    return per_pixel.sum() / count
+
+
+@pytest.mark.parametrize("reduction", LOSS_REDUCTIONS)
+def test_the_gradient_equals_that_of_the_loss_written_out(reduction):
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 3, 5, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 4, (3, 12, 20))
+    targets[1, :5] = 255
+    (grad,) = torch.autograd.grad(
+        semantic_cross_entropy(logits, targets, reduction=reduction), logits
+    )
+    (expected,) = torch.autograd.grad(_resized_cross_entropy(logits, targets, reduction), logits)
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-15)
+
+
+def _saved_sizes(loss_function, *args):
+    """numel of every tensor ``loss_function(*args)`` saves for its backward pass."""
+    sizes = []
+
+    def pack(tensor):
+        sizes.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss_function(*args)
+    return sizes
+
+
+def test_training_keeps_no_full_resolution_logits():
+    """Nothing of the B×K×H×W resized logits (nor one image's K×H×W) stays saved for the
+    backward pass: they are recomputed there (the written-out loss keeps them)."""
+    logits = torch.randn(2, 5, 4, 4, requires_grad=True)
+    targets = torch.randint(0, 5, (2, 64, 64))
+    assert max(_saved_sizes(semantic_cross_entropy, logits, targets)) < 5 * 64 * 64
+    written_out = _saved_sizes(_resized_cross_entropy, logits, targets, "all_pixels")
+    assert max(written_out) >= 2 * 5 * 64 * 64
+
+
 def test_unknown_reduction_is_rejected():
     with pytest.raises(ValueError, match="reduction"):
         semantic_cross_entropy(LOGITS, TARGETS, reduction="mean")

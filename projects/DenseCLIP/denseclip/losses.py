@@ -4,6 +4,7 @@ from typing import Sequence, Tuple
 
 import torch
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "LOSS_REDUCTIONS",
@@ -29,6 +30,17 @@ def _full_precision(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
+def _summed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_value: int):
+    """B×K×h×w logits, B×H×W labels → the sum of the per-pixel cross-entropies of the logits
+    resized bilinearly to H×W (ignored pixels add 0)."""
+    logits = _full_precision(logits)
+    if logits.shape[-2:] != targets.shape[-2:]:
+        logits = F.interpolate(
+            logits, size=targets.shape[-2:], mode="bilinear", align_corners=False
+        )
+    return F.cross_entropy(logits, targets, reduction="sum", ignore_index=ignore_value)
+
+
 def semantic_cross_entropy(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -36,6 +48,10 @@ def semantic_cross_entropy(
     reduction: str = "all_pixels",
 ) -> torch.Tensor:
     """Cross-entropy of class logits against a label map, after bilinear resizing to its size.
+
+    Computed image by image; when gradients are needed, each image's full-resolution logits
+    (K×H×W: 39 M values for an ADE20K crop) are recomputed in the backward pass instead of being
+    kept, so that a training step holds none of them. Same loss and gradient, up to rounding.
 
     Args:
         logits: B×K×h×w class scores (any stride).
@@ -46,15 +62,22 @@ def semantic_cross_entropy(
         Scalar loss. With no valid pixel it is 0 (and still differentiable).
     """
     check_reduction(reduction)
-    logits = _full_precision(logits)
-    if logits.shape[-2:] != targets.shape[-2:]:
-        logits = F.interpolate(
-            logits, size=targets.shape[-2:], mode="bilinear", align_corners=False
-        )
-    per_pixel = F.cross_entropy(logits, targets, reduction="none", ignore_index=ignore_value)
+    recompute = torch.is_grad_enabled() and logits.requires_grad
+    total = 0
+    for image_logits, image_targets in zip(logits.split(1), targets.split(1)):
+        if recompute:
+            total = total + checkpoint(
+                _summed_cross_entropy,
+                image_logits,
+                image_targets,
+                ignore_value,
+                use_reentrant=False,
+            )
+        else:
+            total = total + _summed_cross_entropy(image_logits, image_targets, ignore_value)
     if reduction == "all_pixels":
-        return per_pixel.mean()
-    return per_pixel.sum() / (targets != ignore_value).sum().clamp(min=1)
+        return total / targets.numel()
+    return total / (targets != ignore_value).sum().clamp(min=1)
 
 
 def box_seg_targets(
