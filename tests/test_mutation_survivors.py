@@ -5,12 +5,19 @@ change of the code (docs/development.md, "Mutation testing", lists the mutants).
 """
 
 import math
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detectron2.config import LazyConfig, instantiate
+from detectron2.layers import Conv2d as D2Conv2d
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from denseclip.inference.fuse import fold_batch_norms
 from denseclip.losses import box_seg_aux_loss, semantic_cross_entropy
 from denseclip.solver import (
     AdamWWithGradClip,
@@ -18,6 +25,9 @@ from denseclip.solver import (
     clip_vit_lr_decay_rate,
     layer_decay_param_groups,
 )
+from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
+from helpers import REPO_ROOT
+from test_losses_and_head import FPN_CHANNELS, PYRAMID, make_head
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -77,3 +87,137 @@ def test_gradient_clipping_defaults_to_the_l2_norm():
     param.grad = torch.tensor([3.0, 4.0])
     AdamWWithGradClip([param], lr=0.0, max_norm=1.0).step()
     torch.testing.assert_close(param.grad, torch.tensor([0.6, 0.8]))
+
+
+def test_layer_decay_groups_apply_the_overrides():
+    model = nn.Sequential(nn.Linear(2, 2))
+    groups = layer_decay_param_groups(
+        model,
+        base_lr=1.0,
+        weight_decay=0.05,
+        lr_decay_rate=0.7,
+        num_layers=12,
+        overrides={"bias": {"weight_decay": 0.0}},
+    )
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay_of[id(model[0].bias)] == 0.0
+    assert decay_of[id(model[0].weight)] == 0.05
+
+
+# ----------------------------------------------------------------------------- inference/fuse.py
+
+
+def _eval_batch_norm(channels):
+    norm = nn.BatchNorm2d(channels)
+    with torch.no_grad():
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.uniform_(0.5, 2)
+        norm.bias.uniform_(-1, 1)
+    return norm
+
+
+@pytest.mark.parametrize("activation, folded", [(None, 1), (torch.relu, 0)])
+def test_a_batch_norm_after_a_detectron2_conv_folds_only_without_its_activation(activation, folded):
+    torch.manual_seed(0)
+    model = nn.Sequential(D2Conv2d(2, 3, 3, padding=1, activation=activation), _eval_batch_norm(3))
+    model.eval()
+    x = torch.randn(1, 2, 5, 5)
+    expected = model(x)
+    assert fold_batch_norms(model) == folded
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_only_conv_then_batch_norm_pairs_of_a_sequential_fold():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 1), nn.ReLU(), _eval_batch_norm(3), nn.Conv2d(3, 3, 1), _eval_batch_norm(3)
+    )
+    model.eval()
+    x = torch.randn(1, 2, 4, 4)
+    expected = model(x)
+    assert fold_batch_norms(model) == 1
+    assert isinstance(model[2], nn.BatchNorm2d) and isinstance(model[4], nn.Identity)
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- sem_seg_head.py
+
+
+def test_head_rejects_an_unknown_loss_reduction_when_built():
+    with pytest.raises(ValueError, match="loss reduction"):
+        make_head(loss_reduction="mean")
+
+
+def test_head_layers_equal_detectron2s_on_sides_that_are_multiples_of_32():
+    head = make_head().eval()
+    features = {
+        f: torch.randn(
+            2, FPN_CHANNELS, 64 // s, 96 // s, generator=torch.Generator().manual_seed(0)
+        )
+        for f, s in PYRAMID.items()
+    }
+    torch.testing.assert_close(head.layers(features), SemSegFPNHead.layers(head, features))
+
+
+def test_head_resizes_each_level_bilinearly_to_the_finest_one_on_other_sides():
+    head = make_head().eval()
+    generator = torch.Generator().manual_seed(0)
+    features = {
+        f: torch.randn(1, FPN_CHANNELS, -(-72 // s), -(-100 // s), generator=generator)
+        for f, s in PYRAMID.items()
+    }
+    levels = [scale_head(features[f]) for f, scale_head in zip(head.in_features, head.scale_heads)]
+    size = levels[0].shape[-2:]
+    assert any(level.shape[-2:] != size for level in levels)
+    total = sum(F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in levels)
+    torch.testing.assert_close(head.layers(features), head.predictor(total))
+
+
+# ----------------------------------------------------------------------------- meta_arch/box_seg_loss.py
+
+
+def _tiny_detector(name):
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs", "Synthetic", name))
+    torch.manual_seed(0)
+    return instantiate(cfg.model)
+
+
+def _detection_batch():
+    generator = torch.Generator().manual_seed(0)
+    instances = Instances((64, 64))
+    instances.gt_boxes = Boxes(torch.tensor([[4.0, 8.0, 40.0, 36.0], [20.0, 16.0, 60.0, 60.0]]))
+    instances.gt_classes = torch.tensor([0, 2])
+    image = torch.randint(0, 256, (3, 64, 64), generator=generator).float()
+    return [{"image": image, "instances": instances, "height": 64, "width": 64}]
+
+
+def test_detector_aux_loss_is_the_box_loss_of_the_score_map_over_tau_007_with_weight_1():
+    model = _tiny_detector("retinanet_denseclip_tiny.py").train()
+    captured = {}
+    model.backbone.register_forward_hook(
+        lambda module, inputs, outputs: captured.update(
+            size=tuple(inputs[0].shape[-2:]), score_map=outputs["score_map"]
+        )
+    )
+    batch = _detection_batch()
+    with EventStorage():
+        losses = model(batch)
+    instances = batch[0]["instances"]
+    expected = box_seg_aux_loss(
+        captured["score_map"] / 0.07,
+        [instances.gt_boxes.tensor],
+        [instances.gt_classes],
+        captured["size"],
+    )
+    torch.testing.assert_close(losses["loss_aux_box_seg"], expected)
+
+
+def test_detector_without_score_maps_trains_without_aux_loss_and_keeps_no_score_map():
+    baseline = _tiny_detector("retinanet_clip_tiny.py").train()
+    with EventStorage():
+        assert "loss_aux_box_seg" not in baseline(_detection_batch())
+    model = _tiny_detector("retinanet_denseclip_tiny.py").eval()
+    with torch.no_grad():
+        model(_detection_batch())
+    assert model._aux_inputs is None
