@@ -19,6 +19,8 @@ from detectron2.utils.events import EventStorage
 
 from denseclip.inference.fuse import fold_batch_norms
 from denseclip.losses import box_seg_aux_loss, semantic_cross_entropy
+from denseclip.clip import CLIPTextEncoder
+from denseclip.prompting import ClassTextPrompts, ContextDecoder
 from denseclip.solver import (
     AdamWWithGradClip,
     PolyLRWithWarmup,
@@ -221,3 +223,32 @@ def test_detector_without_score_maps_trains_without_aux_loss_and_keeps_no_score_
     with torch.no_grad():
         model(_detection_batch())
     assert model._aux_inputs is None
+
+
+# ----------------------------------------------------------------------------- prompting.py
+
+
+def test_context_decoder_defaults_are_the_papers():
+    decoder = ContextDecoder(visual_dim=8)
+    assert decoder.text_proj[1].out_features == 256
+    assert len(decoder.decoder) == 3
+    layer = decoder.decoder[0]
+    assert layer.self_attn.num_heads == 4 and layer.cross_attn.num_heads == 4
+    assert layer.dropout.p == 0.1 and layer.self_attn.proj_drop.p == 0.1
+
+
+def _text_encoder(context_length):
+    torch.manual_seed(0)
+    return CLIPTextEncoder(context_length=context_length, width=32, heads=2, layers=1, embed_dim=32)
+
+
+def test_class_prompts_default_to_5_class_tokens_and_the_rest_contexts():
+    prompts = ClassTextPrompts(_text_encoder(9), ["cat", "dog"])
+    assert prompts.class_tokens.shape == (2, 5)
+    assert prompts.contexts.shape == (1, 4, 32)
+
+
+def test_class_prompts_may_have_no_contexts():
+    prompts = ClassTextPrompts(_text_encoder(5), ["cat", "dog"]).eval()
+    assert prompts.contexts.shape == (1, 0, 32)
+    assert prompts().shape == (1, 2, 32)
