@@ -20,7 +20,7 @@ from detectron2.utils.events import EventStorage
 from denseclip.inference.fuse import fold_batch_norms
 from denseclip.losses import box_seg_aux_loss, semantic_cross_entropy
 from denseclip.clip import CLIPTextEncoder
-from denseclip.prompting import ClassTextPrompts, ContextDecoder
+from denseclip.prompting import ClassTextPrompts, ContextDecoder, score_maps
 from denseclip.solver import (
     AdamWWithGradClip,
     PolyLRWithWarmup,
@@ -252,3 +252,15 @@ def test_class_prompts_may_have_no_contexts():
     prompts = ClassTextPrompts(_text_encoder(5), ["cat", "dog"]).eval()
     assert prompts.contexts.shape == (1, 0, 32)
     assert prompts().shape == (1, 2, 32)
+
+
+def test_score_maps_of_one_class_use_each_images_own_text():
+    generator = torch.Generator().manual_seed(0)
+    dense = torch.randn(2, 4, 3, 3, generator=generator)
+    text = torch.randn(2, 1, 4, generator=generator)
+    maps = score_maps(dense, text)
+    for b in range(2):
+        expected = torch.einsum(
+            "chw,c->hw", F.normalize(dense[b], dim=0), F.normalize(text[b, 0], dim=0)
+        )
+        torch.testing.assert_close(maps[b, 0], expected)
