@@ -20,6 +20,7 @@ from detectron2.utils.events import EventStorage
 from denseclip.inference.fuse import fold_batch_norms
 from denseclip.losses import box_seg_aux_loss, semantic_cross_entropy
 from denseclip.clip import CLIPTextEncoder
+from denseclip.meta_arch.semantic_segmentor import sliding_windows
 from denseclip.prompting import ClassTextPrompts, ContextDecoder, score_maps
 from denseclip.solver import (
     AdamWWithGradClip,
@@ -264,3 +265,18 @@ def test_score_maps_of_one_class_use_each_images_own_text():
             "chw,c->hw", F.normalize(dense[b], dim=0), F.normalize(text[b, 0], dim=0)
         )
         torch.testing.assert_close(maps[b, 0], expected)
+
+
+# ----------------------------------------------------------------------------- meta_arch/semantic_segmentor.py
+
+
+def test_segmentor_rejects_an_unknown_aux_loss_reduction_when_built(tiny_config):
+    tiny_config.model.aux_loss_reduction = "mean"
+    with pytest.raises(ValueError, match="loss reduction"):
+        instantiate(tiny_config.model)
+
+
+@pytest.mark.parametrize("stride", [(2, 5), (5, 2), (0, 2), (2, 0)])
+def test_sliding_windows_reject_a_stride_out_of_range_in_either_dimension(stride):
+    with pytest.raises(ValueError, match="stride"):
+        sliding_windows(10, 10, (4, 4), stride)
