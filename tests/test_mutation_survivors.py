@@ -280,3 +280,13 @@ def test_segmentor_rejects_an_unknown_aux_loss_reduction_when_built(tiny_config)
 def test_sliding_windows_reject_a_stride_out_of_range_in_either_dimension(stride):
     with pytest.raises(ValueError, match="stride"):
         sliding_windows(10, 10, (4, 4), stride)
+
+
+def test_segmentor_defaults_are_the_official_recipes_and_take_one_window_at_a_time(tiny_config):
+    for key in ("tau", "aux_loss_weight", "pad_windows", "slide_batch_size"):
+        tiny_config.model.pop(key, None)
+    model = instantiate(tiny_config.model)
+    assert (model.tau, model.aux_loss_weight) == (0.07, 0.4)
+    assert model.pad_windows is False and model.slide_batch_size == 8
+    tiny_config.model.slide_batch_size = 1
+    assert instantiate(tiny_config.model).slide_batch_size == 1
