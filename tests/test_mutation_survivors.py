@@ -31,6 +31,7 @@ from denseclip.solver import (
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 from helpers import REPO_ROOT
 from test_losses_and_head import FPN_CHANNELS, PYRAMID, make_head
+from test_semantic_segmentor import random_inputs
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -283,10 +284,28 @@ def test_sliding_windows_reject_a_stride_out_of_range_in_either_dimension(stride
 
 
 def test_segmentor_defaults_are_the_official_recipes_and_take_one_window_at_a_time(tiny_config):
-    for key in ("tau", "aux_loss_weight", "pad_windows", "slide_batch_size"):
+    for key in ("tau", "aux_loss_weight", "pad_windows", "slide_batch_size", "crop_size", "stride"):
         tiny_config.model.pop(key, None)
     model = instantiate(tiny_config.model)
     assert (model.tau, model.aux_loss_weight) == (0.07, 0.4)
     assert model.pad_windows is False and model.slide_batch_size == 8
+    assert (model.crop_size, model.stride) == ((512, 512), (341, 341))
     tiny_config.model.slide_batch_size = 1
     assert instantiate(tiny_config.model).slide_batch_size == 1
+
+
+@pytest.mark.parametrize("height, width", [(64, 160), (160, 64)])
+def test_training_labels_are_padded_to_the_crop_in_the_one_short_dimension(
+    tiny_config, height, width
+):
+    model = instantiate(tiny_config.model).train()  # crop 128×128
+    captured = {}
+    model.sem_seg_head.register_forward_hook(
+        lambda module, inputs, outputs: captured.update(targets=inputs[1])
+    )
+    inputs = random_inputs(batch=1, height=height, width=width)
+    model(inputs)
+    targets = captured["targets"]
+    assert targets.shape == (1, max(height, 128), max(width, 128))
+    torch.testing.assert_close(targets[0, :height, :width], inputs[0]["sem_seg"])
+    assert (targets[0, height:] == 255).all() and (targets[0, :, width:] == 255).all()
