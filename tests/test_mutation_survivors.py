@@ -303,9 +303,20 @@ def test_training_labels_are_padded_to_the_crop_in_the_one_short_dimension(
     model.sem_seg_head.register_forward_hook(
         lambda module, inputs, outputs: captured.update(targets=inputs[1])
     )
+    model.backbone.register_forward_hook(
+        lambda module, inputs, outputs: captured.update(images=inputs[0])
+    )
     inputs = random_inputs(batch=1, height=height, width=width)
     model(inputs)
-    targets = captured["targets"]
+    targets, images = captured["targets"], captured["images"]
     assert targets.shape == (1, max(height, 128), max(width, 128))
+    assert images.shape == (1, 3, *targets.shape[1:])
     torch.testing.assert_close(targets[0, :height, :width], inputs[0]["sem_seg"])
     assert (targets[0, height:] == 255).all() and (targets[0, :, width:] == 255).all()
+    assert (images[0, :, height:] == 0).all() and (images[0, :, :, width:] == 0).all()
+
+
+def test_sliding_windows_with_stride_1_are_mmsegs_grid():
+    assert sliding_windows(4, 4, (4, 4), (1, 1)) == [(0, 4, 0, 4)]
+    assert sliding_windows(5, 4, (4, 4), (1, 1)) == [(0, 4, 0, 4), (1, 5, 0, 4)]
+    assert sliding_windows(4, 5, (4, 4), (1, 1)) == [(0, 4, 0, 4), (0, 4, 1, 5)]
