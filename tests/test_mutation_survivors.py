@@ -20,7 +20,7 @@ from detectron2.utils.events import EventStorage
 from denseclip.inference.fuse import fold_batch_norms
 from denseclip.losses import box_seg_aux_loss, semantic_cross_entropy
 from denseclip.clip import CLIPTextEncoder
-from denseclip.meta_arch.semantic_segmentor import sliding_windows
+from denseclip.meta_arch.semantic_segmentor import slide_logits, sliding_windows
 from denseclip.prompting import ClassTextPrompts, ContextDecoder, score_maps
 from denseclip.solver import (
     AdamWWithGradClip,
@@ -294,7 +294,7 @@ def test_segmentor_defaults_are_the_official_recipes_and_take_one_window_at_a_ti
     assert instantiate(tiny_config.model).slide_batch_size == 1
 
 
-@pytest.mark.parametrize("height, width", [(64, 160), (160, 64)])
+@pytest.mark.parametrize("height, width", [(64, 160), (160, 64), (160, 160)])
 def test_training_labels_are_padded_to_the_crop_in_the_one_short_dimension(
     tiny_config, height, width
 ):
@@ -320,3 +320,9 @@ def test_sliding_windows_with_stride_1_are_mmsegs_grid():
     assert sliding_windows(4, 4, (4, 4), (1, 1)) == [(0, 4, 0, 4)]
     assert sliding_windows(5, 4, (4, 4), (1, 1)) == [(0, 4, 0, 4), (1, 5, 0, 4)]
     assert sliding_windows(4, 5, (4, 4), (1, 1)) == [(0, 4, 0, 4), (0, 4, 1, 5)]
+
+
+def test_slide_logits_of_a_pointwise_model_are_its_logits_of_the_whole_image():
+    image = torch.randn(1, 3, 6, 7, generator=torch.Generator().manual_seed(0))
+    logits = slide_logits(image, lambda x: 2 * x[:, :2], crop_size=(4, 4), stride=(2, 3))
+    torch.testing.assert_close(logits, 2 * image[:, :2])
