@@ -326,3 +326,15 @@ def test_slide_logits_of_a_pointwise_model_are_its_logits_of_the_whole_image():
     image = torch.randn(1, 3, 6, 7, generator=torch.Generator().manual_seed(0))
     logits = slide_logits(image, lambda x: 2 * x[:, :2], crop_size=(4, 4), stride=(2, 3))
     torch.testing.assert_close(logits, 2 * image[:, :2])
+
+
+def test_slide_inference_of_a_batch_is_the_inference_of_each_image(tiny_config):
+    tiny_config.model.test_mode = "slide"  # 128² windows, stride 85
+    torch.manual_seed(0)
+    model = instantiate(tiny_config.model).eval()
+    inputs = random_inputs(batch=2, height=160, width=192, labels=False)
+    with torch.no_grad():
+        batched = model(inputs)
+        alone = [model([x])[0] for x in inputs]
+    for ours, expected in zip(batched, alone):
+        torch.testing.assert_close(ours["sem_seg"], expected["sem_seg"], rtol=1e-4, atol=1e-5)
