@@ -338,3 +338,35 @@ def test_slide_inference_of_a_batch_is_the_inference_of_each_image(tiny_config):
         alone = [model([x])[0] for x in inputs]
     for ours, expected in zip(batched, alone):
         torch.testing.assert_close(ours["sem_seg"], expected["sem_seg"], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- clip/text.py
+
+
+def test_text_encoder_defaults_are_denseclips_rn50_text_side():
+    encoder = CLIPTextEncoder()
+    assert encoder.context_length == 13 and encoder.embed_dim == 1024
+    assert encoder.token_embedding.weight.shape == (49408, 512)
+    assert (encoder.transformer.width, encoder.transformer.layers) == (512, 12)
+    assert encoder.transformer.resblocks[0].attn.num_heads == 8
+    assert encoder.shared_prefix is True
+
+
+def test_text_encoder_is_initialised_as_openai_clip():
+    torch.manual_seed(0)
+    width, layers = 64, 2
+    encoder = CLIPTextEncoder(context_length=64, width=width, heads=2, layers=layers, embed_dim=32)
+    attn_std, fc_std = width**-0.5, (2 * width) ** -0.5
+    proj_std = attn_std * (2 * layers) ** -0.5
+    expected = {
+        encoder.token_embedding.weight: 0.02,
+        encoder.positional_embedding: 0.01,
+        encoder.text_projection: attn_std,
+    }
+    for block in encoder.transformer.resblocks:
+        expected[block.attn.in_proj_weight] = attn_std
+        expected[block.attn.out_proj.weight] = proj_std
+        expected[block.mlp.c_fc.weight] = fc_std
+        expected[block.mlp.c_proj.weight] = proj_std
+    for tensor, std in expected.items():
+        assert tensor.std().item() == pytest.approx(std, rel=0.1)
