@@ -14,12 +14,17 @@ from torch import nn
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.layers import Conv2d as D2Conv2d
+from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from helpers import REPO_ROOT
+from test_losses_and_head import FPN_CHANNELS, PYRAMID, make_head
+from test_semantic_segmentor import random_inputs
+
+from denseclip.clip import CLIPTextEncoder
 from denseclip.inference.fuse import fold_batch_norms
 from denseclip.losses import box_seg_aux_loss, semantic_cross_entropy
-from denseclip.clip import CLIPTextEncoder
 from denseclip.meta_arch.semantic_segmentor import slide_logits, sliding_windows
 from denseclip.prompting import ClassTextPrompts, ContextDecoder, score_maps
 from denseclip.solver import (
@@ -28,10 +33,6 @@ from denseclip.solver import (
     clip_vit_lr_decay_rate,
     layer_decay_param_groups,
 )
-from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
-from helpers import REPO_ROOT
-from test_losses_and_head import FPN_CHANNELS, PYRAMID, make_head
-from test_semantic_segmentor import random_inputs
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -181,8 +182,12 @@ def test_head_resizes_each_level_bilinearly_to_the_finest_one_on_other_sides():
 # ----------------------------------------------------------------------------- meta_arch/box_seg_loss.py
 
 
-def _tiny_detector(name):
+def _tiny_detector(name, defaults=False):
+    """The tiny detector of ``name``; ``defaults``: with the meta-architecture's own tau and
+    aux_loss_weight instead of the config's."""
     cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs", "Synthetic", name))
+    if defaults:
+        del cfg.model.tau, cfg.model.aux_loss_weight
     torch.manual_seed(0)
     return instantiate(cfg.model)
 
@@ -196,8 +201,9 @@ def _detection_batch():
     return [{"image": image, "instances": instances, "height": 64, "width": 64}]
 
 
-def test_detector_aux_loss_is_the_box_loss_of_the_score_map_over_tau_007_with_weight_1():
-    model = _tiny_detector("retinanet_denseclip_tiny.py").train()
+@pytest.mark.parametrize("defaults", [False, True])
+def test_detector_aux_loss_is_the_box_loss_of_the_score_map_over_tau_007_with_weight_1(defaults):
+    model = _tiny_detector("retinanet_denseclip_tiny.py", defaults).train()
     captured = {}
     model.backbone.register_forward_hook(
         lambda module, inputs, outputs: captured.update(
@@ -294,11 +300,15 @@ def test_segmentor_defaults_are_the_official_recipes_and_take_one_window_at_a_ti
     assert instantiate(tiny_config.model).slide_batch_size == 1
 
 
-@pytest.mark.parametrize("height, width", [(64, 160), (160, 64), (160, 160)])
+@pytest.mark.parametrize(
+    "height, width, crop", [(64, 160, 128), (160, 64, 128), (160, 160, 128), (64, 64, (96, 128))]
+)
 def test_training_labels_are_padded_to_the_crop_in_the_one_short_dimension(
-    tiny_config, height, width
+    tiny_config, height, width, crop
 ):
-    model = instantiate(tiny_config.model).train()  # crop 128×128
+    crop_h, crop_w = (crop, crop) if isinstance(crop, int) else crop
+    tiny_config.model.crop_size = (crop_h, crop_w)
+    model = instantiate(tiny_config.model).train()
     captured = {}
     model.sem_seg_head.register_forward_hook(
         lambda module, inputs, outputs: captured.update(targets=inputs[1])
@@ -309,7 +319,7 @@ def test_training_labels_are_padded_to_the_crop_in_the_one_short_dimension(
     inputs = random_inputs(batch=1, height=height, width=width)
     model(inputs)
     targets, images = captured["targets"], captured["images"]
-    assert targets.shape == (1, max(height, 128), max(width, 128))
+    assert targets.shape == (1, max(height, crop_h), max(width, crop_w))
     assert images.shape == (1, 3, *targets.shape[1:])
     torch.testing.assert_close(targets[0, :height, :width], inputs[0]["sem_seg"])
     assert (targets[0, height:] == 255).all() and (targets[0, :, width:] == 255).all()
@@ -349,7 +359,7 @@ def test_text_encoder_defaults_are_denseclips_rn50_text_side():
     assert encoder.token_embedding.weight.shape == (49408, 512)
     assert (encoder.transformer.width, encoder.transformer.layers) == (512, 12)
     assert encoder.transformer.resblocks[0].attn.num_heads == 8
-    assert encoder.shared_prefix is True
+    assert encoder.shared_prefix is True and encoder.transformer.use_act_checkpoint is False
 
 
 def test_text_encoder_is_initialised_as_openai_clip():

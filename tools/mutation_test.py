@@ -6,8 +6,10 @@ Each mutant changes one site of one module: an arithmetic operator (``+`` ↔ ``
 ``x`` → ``2 x``, ``True`` ↔ ``False``), or a dropped call statement / augmented assignment. The
 mutated module is written into a scratch copy of the package, and the test files that cover the
 module run against it in a child forked from a process that has already imported torch, detectron2
-and pytest (so a mutant costs its tests, not the imports). A mutant is *killed* when the tests fail
-and *survives* when they pass.
+and pytest (so a mutant costs its tests, not the imports). A mutant is *killed* when the tests fail,
+*survives* when they pass, and *times out* after three times the unmutated run plus 10 s. Each
+module's results go to ``<out>/<module>.json``; docs/development.md ("Mutation testing") has the
+measurement and the survivors.
 
 Only one child runs at a time. This is a measurement for developers, not part of ``make test``::
 
@@ -153,18 +155,10 @@ def _is_silent_call(node):
     return isinstance(func, ast.Name) and func.id in _SILENT_CALLEES
 
 
-def _docstring_nodes(tree):
-    """The string constants that are docstrings (never mutated)."""
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            if node.body and isinstance(node.body[0], ast.Expr):
-                found.add(id(node.body[0].value))
-    return found
-
-
 def mutation_sites(tree):
-    """Every (node, parent, description) mutation of ``tree``, in a fixed order."""
+    """Every mutation of ``tree`` as (node, its parent, description, action), in a fixed order.
+
+    Strings (docstrings, messages) and annotations are never mutated."""
     parents = {}
     for parent in ast.walk(tree):
         for child in ast.iter_child_nodes(parent):
@@ -175,10 +169,9 @@ def mutation_sites(tree):
             sub = getattr(node, field, None)
             if sub is not None:
                 annotations.update(id(n) for n in ast.walk(sub))
-    skipped = _docstring_nodes(tree) | annotations
     sites = []
     for node in ast.walk(tree):
-        if id(node) in skipped:
+        if id(node) in annotations:
             continue
         kind = type(node)
         if kind in (ast.BinOp, ast.AugAssign) and type(node.op) in _BINOP_SWAPS:
@@ -252,7 +245,7 @@ def run_tests(package_root, test_files, timeout_s):
     if pid == 0:  # child: import the package from the scratch copy, bytecode never cached
         sys.path.insert(0, package_root)
         sys.dont_write_bytecode = True
-        sys.pycache_prefix = tempfile.mkdtemp(prefix="mutation_pycache_")
+        sys.pycache_prefix = tempfile.mkdtemp(prefix="pycache_", dir=package_root)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
@@ -313,7 +306,8 @@ def measure(module, scratch_root, out_dir, stop_at, indices=None, test_files=Non
     print(f"{module}: {n_sites} mutants {counts}", flush=True)
 
 
-def main():
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line: modules to mutate, where the results go, which mutants and tests."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("modules", nargs="+", choices=sorted(MODULES))
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "output", "mutation"))
@@ -323,7 +317,12 @@ def main():
     parser.add_argument("--list", action="store_true", help="print the mutants, run nothing")
     parser.add_argument("--mutants", type=int, nargs="+", help="run only these mutant indices")
     parser.add_argument("--tests", nargs="+", help="run these tests instead of the module's")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    """Lists or runs the mutants of the modules given on the command line."""
+    args = argument_parser().parse_args()
     if args.list:
         for module in args.modules:
             with open(os.path.join(PACKAGE_DIR, MODULES[module][0])) as f:
