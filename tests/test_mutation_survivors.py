@@ -1,0 +1,382 @@
+"""Tests that kill the mutants the rest of the suite let survive (tools/mutation_test.py).
+
+Each test pins one behaviour of the numeric core that no other test distinguishes from a small
+change of the code (docs/development.md, "Mutation testing", lists the mutants).
+"""
+
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import LazyConfig, instantiate
+from detectron2.layers import Conv2d as D2Conv2d
+from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from helpers import REPO_ROOT
+from test_losses_and_head import FPN_CHANNELS, PYRAMID, make_head
+from test_semantic_segmentor import random_inputs
+
+from denseclip.clip import CLIPTextEncoder
+from denseclip.inference.fuse import fold_batch_norms
+from denseclip.losses import box_seg_aux_loss, semantic_cross_entropy
+from denseclip.meta_arch.semantic_segmentor import slide_logits, sliding_windows
+from denseclip.prompting import ClassTextPrompts, ContextDecoder, score_maps
+from denseclip.solver import (
+    AdamWWithGradClip,
+    PolyLRWithWarmup,
+    clip_vit_lr_decay_rate,
+    layer_decay_param_groups,
+)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+# ----------------------------------------------------------------------------- losses.py
+
+
+def test_valid_pixels_loss_of_a_single_valid_pixel_is_its_cross_entropy():
+    logits = torch.tensor([[[[2.0, 0.0]], [[0.5, 1.0]]]])  # 1×2×1×2
+    targets = torch.tensor([[[1, 255]]])
+    loss = semantic_cross_entropy(logits, targets, reduction="valid_pixels")
+    expected = math.log(math.exp(2.0) + math.exp(0.5)) - 0.5
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_box_loss_of_a_single_covered_cell_of_one_class_is_its_bce():
+    # A 4×4 px box covers one stride-4 cell; with one class the mean runs over that cell only.
+    logits = torch.tensor([[[[0.3, -1.0], [2.0, 0.5]]]])  # 1×1×2×2 at stride 4 of an 8×8 batch
+    loss = box_seg_aux_loss(
+        logits, [torch.tensor([[0.0, 0.0, 4.0, 4.0]])], [torch.tensor([0])], (8, 8)
+    )
+    expected = F.binary_cross_entropy_with_logits(torch.tensor(0.3), torch.tensor(1.0))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- solver.py
+
+
+def test_clip_vit_lr_decay_defaults_to_no_decay_over_12_blocks():
+    assert clip_vit_lr_decay_rate("image_encoder.conv1.weight") == 1.0
+    block_0 = "image_encoder.transformer.resblocks.0.attn.in_proj_weight"
+    assert clip_vit_lr_decay_rate(block_0, 0.5) == pytest.approx(0.5**12)
+
+
+def test_layer_decay_groups_default_to_no_weight_decay_on_norms():
+    model = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+    groups = layer_decay_param_groups(
+        model, base_lr=1.0, weight_decay=0.05, lr_decay_rate=0.7, num_layers=12
+    )
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay_of[id(model[1].weight)] == 0.0
+    assert decay_of[id(model[0].weight)] == 0.05
+
+
+def test_poly_schedule_defaults_are_mmcvs_power_min_lr_and_warmup_ratio():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = PolyLRWithWarmup(optimizer, max_iter=10, warmup_iters=4)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 1e-6, rel=1e-9)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    expected = (0.1 - 1e-6) * 0.5**0.9 + 1e-6
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_gradient_clipping_defaults_to_the_l2_norm():
+    param = nn.Parameter(torch.zeros(2))
+    param.grad = torch.tensor([3.0, 4.0])
+    AdamWWithGradClip([param], lr=0.0, max_norm=1.0).step()
+    torch.testing.assert_close(param.grad, torch.tensor([0.6, 0.8]))
+
+
+def test_layer_decay_groups_apply_the_overrides():
+    model = nn.Sequential(nn.Linear(2, 2))
+    groups = layer_decay_param_groups(
+        model,
+        base_lr=1.0,
+        weight_decay=0.05,
+        lr_decay_rate=0.7,
+        num_layers=12,
+        overrides={"bias": {"weight_decay": 0.0}},
+    )
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay_of[id(model[0].bias)] == 0.0
+    assert decay_of[id(model[0].weight)] == 0.05
+
+
+# ----------------------------------------------------------------------------- inference/fuse.py
+
+
+def _eval_batch_norm(channels):
+    norm = nn.BatchNorm2d(channels)
+    with torch.no_grad():
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.uniform_(0.5, 2)
+        norm.bias.uniform_(-1, 1)
+    return norm
+
+
+@pytest.mark.parametrize("activation, folded", [(None, 1), (torch.relu, 0)])
+def test_a_batch_norm_after_a_detectron2_conv_folds_only_without_its_activation(activation, folded):
+    torch.manual_seed(0)
+    model = nn.Sequential(D2Conv2d(2, 3, 3, padding=1, activation=activation), _eval_batch_norm(3))
+    model.eval()
+    x = torch.randn(1, 2, 5, 5)
+    expected = model(x)
+    assert fold_batch_norms(model) == folded
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_only_conv_then_batch_norm_pairs_of_a_sequential_fold():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 1), nn.ReLU(), _eval_batch_norm(3), nn.Conv2d(3, 3, 1), _eval_batch_norm(3)
+    )
+    model.eval()
+    x = torch.randn(1, 2, 4, 4)
+    expected = model(x)
+    assert fold_batch_norms(model) == 1
+    assert isinstance(model[2], nn.BatchNorm2d) and isinstance(model[4], nn.Identity)
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- sem_seg_head.py
+
+
+def test_head_rejects_an_unknown_loss_reduction_when_built():
+    with pytest.raises(ValueError, match="loss reduction"):
+        make_head(loss_reduction="mean")
+
+
+def test_head_layers_equal_detectron2s_on_sides_that_are_multiples_of_32():
+    head = make_head().eval()
+    features = {
+        f: torch.randn(
+            2, FPN_CHANNELS, 64 // s, 96 // s, generator=torch.Generator().manual_seed(0)
+        )
+        for f, s in PYRAMID.items()
+    }
+    torch.testing.assert_close(head.layers(features), SemSegFPNHead.layers(head, features))
+
+
+def test_head_resizes_each_level_bilinearly_to_the_finest_one_on_other_sides():
+    head = make_head().eval()
+    generator = torch.Generator().manual_seed(0)
+    features = {
+        f: torch.randn(1, FPN_CHANNELS, -(-72 // s), -(-100 // s), generator=generator)
+        for f, s in PYRAMID.items()
+    }
+    levels = [scale_head(features[f]) for f, scale_head in zip(head.in_features, head.scale_heads)]
+    size = levels[0].shape[-2:]
+    assert any(level.shape[-2:] != size for level in levels)
+    total = sum(F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in levels)
+    torch.testing.assert_close(head.layers(features), head.predictor(total))
+
+
+# ----------------------------------------------------------------------------- meta_arch/box_seg_loss.py
+
+
+def _tiny_detector(name, defaults=False):
+    """The tiny detector of ``name``; ``defaults``: with the meta-architecture's own tau and
+    aux_loss_weight instead of the config's."""
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs", "Synthetic", name))
+    if defaults:
+        del cfg.model.tau, cfg.model.aux_loss_weight
+    torch.manual_seed(0)
+    return instantiate(cfg.model)
+
+
+def _detection_batch():
+    generator = torch.Generator().manual_seed(0)
+    instances = Instances((64, 64))
+    instances.gt_boxes = Boxes(torch.tensor([[4.0, 8.0, 40.0, 36.0], [20.0, 16.0, 60.0, 60.0]]))
+    instances.gt_classes = torch.tensor([0, 2])
+    image = torch.randint(0, 256, (3, 64, 64), generator=generator).float()
+    return [{"image": image, "instances": instances, "height": 64, "width": 64}]
+
+
+@pytest.mark.parametrize("defaults", [False, True])
+def test_detector_aux_loss_is_the_box_loss_of_the_score_map_over_tau_007_with_weight_1(defaults):
+    model = _tiny_detector("retinanet_denseclip_tiny.py", defaults).train()
+    captured = {}
+    model.backbone.register_forward_hook(
+        lambda module, inputs, outputs: captured.update(
+            size=tuple(inputs[0].shape[-2:]), score_map=outputs["score_map"]
+        )
+    )
+    batch = _detection_batch()
+    with EventStorage():
+        losses = model(batch)
+    instances = batch[0]["instances"]
+    expected = box_seg_aux_loss(
+        captured["score_map"] / 0.07,
+        [instances.gt_boxes.tensor],
+        [instances.gt_classes],
+        captured["size"],
+    )
+    torch.testing.assert_close(losses["loss_aux_box_seg"], expected)
+
+
+def test_detector_without_score_maps_trains_without_aux_loss_and_keeps_no_score_map():
+    baseline = _tiny_detector("retinanet_clip_tiny.py").train()
+    with EventStorage():
+        assert "loss_aux_box_seg" not in baseline(_detection_batch())
+    model = _tiny_detector("retinanet_denseclip_tiny.py").eval()
+    with torch.no_grad():
+        model(_detection_batch())
+    assert model._aux_inputs is None
+
+
+# ----------------------------------------------------------------------------- prompting.py
+
+
+def test_context_decoder_defaults_are_the_papers():
+    decoder = ContextDecoder(visual_dim=8)
+    assert decoder.text_proj[1].out_features == 256
+    assert len(decoder.decoder) == 3
+    layer = decoder.decoder[0]
+    assert layer.self_attn.num_heads == 4 and layer.cross_attn.num_heads == 4
+    assert layer.dropout.p == 0.1 and layer.self_attn.proj_drop.p == 0.1
+
+
+def _text_encoder(context_length):
+    torch.manual_seed(0)
+    return CLIPTextEncoder(context_length=context_length, width=32, heads=2, layers=1, embed_dim=32)
+
+
+def test_class_prompts_default_to_5_class_tokens_and_the_rest_contexts():
+    prompts = ClassTextPrompts(_text_encoder(9), ["cat", "dog"])
+    assert prompts.class_tokens.shape == (2, 5)
+    assert prompts.contexts.shape == (1, 4, 32)
+
+
+def test_class_prompts_may_have_no_contexts():
+    prompts = ClassTextPrompts(_text_encoder(5), ["cat", "dog"]).eval()
+    assert prompts.contexts.shape == (1, 0, 32)
+    assert prompts().shape == (1, 2, 32)
+
+
+def test_score_maps_of_one_class_use_each_images_own_text():
+    generator = torch.Generator().manual_seed(0)
+    dense = torch.randn(2, 4, 3, 3, generator=generator)
+    text = torch.randn(2, 1, 4, generator=generator)
+    maps = score_maps(dense, text)
+    for b in range(2):
+        expected = torch.einsum(
+            "chw,c->hw", F.normalize(dense[b], dim=0), F.normalize(text[b, 0], dim=0)
+        )
+        torch.testing.assert_close(maps[b, 0], expected)
+
+
+# ----------------------------------------------------------------------------- meta_arch/semantic_segmentor.py
+
+
+def test_segmentor_rejects_an_unknown_aux_loss_reduction_when_built(tiny_config):
+    tiny_config.model.aux_loss_reduction = "mean"
+    with pytest.raises(ValueError, match="loss reduction"):
+        instantiate(tiny_config.model)
+
+
+@pytest.mark.parametrize("stride", [(2, 5), (5, 2), (0, 2), (2, 0)])
+def test_sliding_windows_reject_a_stride_out_of_range_in_either_dimension(stride):
+    with pytest.raises(ValueError, match="stride"):
+        sliding_windows(10, 10, (4, 4), stride)
+
+
+def test_segmentor_defaults_are_the_official_recipes_and_take_one_window_at_a_time(tiny_config):
+    for key in ("tau", "aux_loss_weight", "pad_windows", "slide_batch_size", "crop_size", "stride"):
+        tiny_config.model.pop(key, None)
+    model = instantiate(tiny_config.model)
+    assert (model.tau, model.aux_loss_weight) == (0.07, 0.4)
+    assert model.pad_windows is False and model.slide_batch_size == 8
+    assert (model.crop_size, model.stride) == ((512, 512), (341, 341))
+    tiny_config.model.slide_batch_size = 1
+    assert instantiate(tiny_config.model).slide_batch_size == 1
+
+
+@pytest.mark.parametrize(
+    "height, width, crop", [(64, 160, 128), (160, 64, 128), (160, 160, 128), (64, 64, (96, 128))]
+)
+def test_training_labels_are_padded_to_the_crop_in_the_one_short_dimension(
+    tiny_config, height, width, crop
+):
+    crop_h, crop_w = (crop, crop) if isinstance(crop, int) else crop
+    tiny_config.model.crop_size = (crop_h, crop_w)
+    model = instantiate(tiny_config.model).train()
+    captured = {}
+    model.sem_seg_head.register_forward_hook(
+        lambda module, inputs, outputs: captured.update(targets=inputs[1])
+    )
+    model.backbone.register_forward_hook(
+        lambda module, inputs, outputs: captured.update(images=inputs[0])
+    )
+    inputs = random_inputs(batch=1, height=height, width=width)
+    model(inputs)
+    targets, images = captured["targets"], captured["images"]
+    assert targets.shape == (1, max(height, crop_h), max(width, crop_w))
+    assert images.shape == (1, 3, *targets.shape[1:])
+    torch.testing.assert_close(targets[0, :height, :width], inputs[0]["sem_seg"])
+    assert (targets[0, height:] == 255).all() and (targets[0, :, width:] == 255).all()
+    assert (images[0, :, height:] == 0).all() and (images[0, :, :, width:] == 0).all()
+
+
+def test_sliding_windows_with_stride_1_are_mmsegs_grid():
+    assert sliding_windows(4, 4, (4, 4), (1, 1)) == [(0, 4, 0, 4)]
+    assert sliding_windows(5, 4, (4, 4), (1, 1)) == [(0, 4, 0, 4), (1, 5, 0, 4)]
+    assert sliding_windows(4, 5, (4, 4), (1, 1)) == [(0, 4, 0, 4), (0, 4, 1, 5)]
+
+
+def test_slide_logits_of_a_pointwise_model_are_its_logits_of_the_whole_image():
+    image = torch.randn(1, 3, 6, 7, generator=torch.Generator().manual_seed(0))
+    logits = slide_logits(image, lambda x: 2 * x[:, :2], crop_size=(4, 4), stride=(2, 3))
+    torch.testing.assert_close(logits, 2 * image[:, :2])
+
+
+def test_slide_inference_of_a_batch_is_the_inference_of_each_image(tiny_config):
+    tiny_config.model.test_mode = "slide"  # 128² windows, stride 85
+    torch.manual_seed(0)
+    model = instantiate(tiny_config.model).eval()
+    inputs = random_inputs(batch=2, height=160, width=192, labels=False)
+    with torch.no_grad():
+        batched = model(inputs)
+        alone = [model([x])[0] for x in inputs]
+    for ours, expected in zip(batched, alone):
+        torch.testing.assert_close(ours["sem_seg"], expected["sem_seg"], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- clip/text.py
+
+
+def test_text_encoder_defaults_are_denseclips_rn50_text_side():
+    encoder = CLIPTextEncoder()
+    assert encoder.context_length == 13 and encoder.embed_dim == 1024
+    assert encoder.token_embedding.weight.shape == (49408, 512)
+    assert (encoder.transformer.width, encoder.transformer.layers) == (512, 12)
+    assert encoder.transformer.resblocks[0].attn.num_heads == 8
+    assert encoder.shared_prefix is True and encoder.transformer.use_act_checkpoint is False
+
+
+def test_text_encoder_is_initialised_as_openai_clip():
+    torch.manual_seed(0)
+    width, layers = 64, 2
+    encoder = CLIPTextEncoder(context_length=64, width=width, heads=2, layers=layers, embed_dim=32)
+    attn_std, fc_std = width**-0.5, (2 * width) ** -0.5
+    proj_std = attn_std * (2 * layers) ** -0.5
+    expected = {
+        encoder.token_embedding.weight: 0.02,
+        encoder.positional_embedding: 0.01,
+        encoder.text_projection: attn_std,
+    }
+    for block in encoder.transformer.resblocks:
+        expected[block.attn.in_proj_weight] = attn_std
+        expected[block.attn.out_proj.weight] = proj_std
+        expected[block.mlp.c_fc.weight] = fc_std
+        expected[block.mlp.c_proj.weight] = proj_std
+    for tensor, std in expected.items():
+        assert tensor.std().item() == pytest.approx(std, rel=0.1)
