@@ -362,11 +362,12 @@ def test_sharded_embeddings_of_every_rank_assemble_the_class_embeddings(prompts,
     torch.testing.assert_close(gathered, prompts(), rtol=1e-5, atol=1e-6)
 
 
-def test_sharding_is_off_by_default_and_inert_without_a_process_group(make_prompts):
-    assert not make_prompts().shard_text_across_ranks
-    sharded = make_prompts(shard_text_across_ranks=True).train()
+def test_sharding_is_on_by_default_and_inert_without_a_process_group(make_prompts):
+    assert make_prompts().shard_text_across_ranks
+    sharded = make_prompts().train()
     calls = CountCalls(sharded.text_encoder)
-    torch.testing.assert_close(sharded(), make_prompts().train()(), rtol=0, atol=0)
+    unsharded = make_prompts(shard_text_across_ranks=False).train()
+    torch.testing.assert_close(sharded(), unsharded(), rtol=0, atol=0)
     assert calls.count == 1
 
 

@@ -45,7 +45,7 @@ model = L(DenseCLIPSemanticSegmentor)(
                 class_names=ADE20K_CLASSES,
                 class_token_length=5,
                 # data-parallel training: each rank encodes ~K/R classes, gathered with autograd
-                shard_text_across_ranks=False,
+                shard_text_across_ranks=True,
             ),
             score_scale=1.0,  # segmentation concatenates the raw cosine scores
             gamma_init=1e-4,
