@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -238,3 +239,34 @@ def tiny_openai_clip_vit(embed_dim: int, image_resolution: int, vision_layers: i
         transformer_heads=4,
         transformer_layers=2,
     ).eval()
+
+
+def evaluate_sem_seg_in_process(
+    config: str, overrides: Sequence[str], checkpoint: str, tta: Optional[Dict] = None
+) -> Dict[str, float]:
+    """The ``sem_seg`` results of ``checkpoint`` on ``config`` with ``overrides``: detectron2's
+    ``inference_on_dataset`` with the config's test loader and evaluator. ``tta``: the arguments
+    of :class:`~denseclip.meta_arch.SemanticSegmentorWithTTA`, which then wraps the model while
+    the test images stay at their size (as ``--aug-test`` evaluates)."""
+    from detectron2.evaluation import inference_on_dataset
+
+    from denseclip.checkpoint import DenseCLIPCheckpointer
+    from denseclip.config import load_config
+    from denseclip.meta_arch import SemanticSegmentorWithTTA
+
+    cfg, _ = load_config(os.path.join(REPO_ROOT, config), overrides)
+    model = instantiate(cfg.model).eval()
+    DenseCLIPCheckpointer(model).load(checkpoint)
+    if tta is not None:
+        cfg.dataloader.test.mapper.augmentations = []
+        model = SemanticSegmentorWithTTA(model, **tta)
+    loader, evaluator = instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    with torch.no_grad():
+        return inference_on_dataset(model, loader, evaluator)["sem_seg"]
+
+
+def assert_same_results(reported: Dict[str, float], expected: Dict[str, float]) -> None:
+    """What a command line reported equals an in-process evaluation, metric by metric."""
+    assert reported.keys() == expected.keys()
+    for metric, value in expected.items():
+        assert reported[metric] == pytest.approx(value, abs=1e-6, nan_ok=True), metric

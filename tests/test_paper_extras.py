@@ -16,7 +16,15 @@ from detectron2.modeling import Backbone
 
 import mmcv_reference as mmcv
 from conftest import REPO_ROOT
-from helpers import eval_results, load_python_file, run_python, run_train_net, tiny_overrides
+from helpers import (
+    assert_same_results,
+    eval_results,
+    evaluate_sem_seg_in_process,
+    load_python_file,
+    run_python,
+    run_train_net,
+    tiny_overrides,
+)
 from denseclip.checkpoint import (
     IMAGENET_BACKBONE_PREFIX,
     TEXT_ENCODER_PREFIX,
@@ -579,3 +587,8 @@ def test_each_paper_variant_trains_and_evaluates_from_the_command_line(
     assert os.path.isfile(os.path.join(out, "model_final.pth")), run.describe()
     results = eval_results(out)
     assert results is not None and 0 <= results["sem_seg"]["mIoU"] <= 100, run.describe()
+    # what the command line reports is detectron2's own evaluation of the final weights
+    expected = evaluate_sem_seg_in_process(
+        config, tiny_overrides(out, max_iter=2), os.path.join(out, "model_final.pth")
+    )
+    assert_same_results(results["sem_seg"], expected)
