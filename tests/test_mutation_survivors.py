@@ -380,3 +380,48 @@ def test_text_encoder_is_initialised_as_openai_clip():
         expected[block.mlp.c_proj.weight] = proj_std
     for tensor, std in expected.items():
         assert tensor.std().item() == pytest.approx(std, rel=0.1)
+
+
+# ----------------------------------------------------------------------------- clip/transformer.py
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_layer_norm_applies_its_affine_in_at_least_float32(dtype):
+    from denseclip.clip.transformer import LayerNorm
+
+    torch.manual_seed(0)
+    norm = LayerNorm(8)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(3, 8).to(dtype)
+    compute = torch.promote_types(dtype, torch.float32)
+    expected = F.layer_norm(
+        x.to(compute), (8,), norm.weight.to(compute), norm.bias.to(compute), norm.eps
+    ).to(dtype)
+    found = norm(x)
+    assert found.dtype == dtype
+    torch.testing.assert_close(found, expected, rtol=0, atol=0)
+
+
+def test_a_block_has_no_stochastic_depth_unless_asked():
+    from denseclip.clip.transformer import ResidualAttentionBlock
+
+    torch.manual_seed(0)
+    block = ResidualAttentionBlock(16, 2)
+    x = torch.randn(5, 2, 16)
+    torch.testing.assert_close(block.train()(x), block.eval()(x), rtol=0, atol=0)
+
+
+def test_a_transformer_keeps_its_activations_unless_asked():
+    """By default each block runs once in a training step (no recomputation: with it, a
+    pre-hook sees each block twice; the backward's recomputation may stop before the end)."""
+    from denseclip.clip.transformer import Transformer
+
+    torch.manual_seed(0)
+    transformer = Transformer(16, 2, 2).train()
+    calls = []
+    for block in transformer.resblocks:
+        block.register_forward_pre_hook(lambda *args: calls.append(1))
+    transformer(torch.randn(5, 2, 16, requires_grad=True)).sum().backward()
+    assert len(calls) == 2
