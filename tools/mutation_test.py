@@ -112,7 +112,14 @@ MODULES = {
         ["tests/test_semantic_segmentor.py", "tests/test_official_equivalence.py"],
     ),
     "clip_text": ("clip/text.py", ["tests/test_clip_encoders.py", "tests/test_text_prefix.py"]),
-    "clip_transformer": ("clip/transformer.py", ["tests/test_clip_encoders.py"]),
+    "clip_transformer": (
+        "clip/transformer.py",
+        [
+            "tests/test_clip_encoders.py",
+            "tests/test_text_prefix.py",
+            "tests/test_export.py::test_traced_clip_attention_equals_multihead_attention",
+        ],
+    ),
     "clip_resnet": ("clip/resnet.py", ["tests/test_clip_encoders.py"]),
     "clip_vit": ("clip/vit.py", ["tests/test_clip_encoders.py"]),
     "clip_vitdet": ("clip/vitdet.py", _VITDET_TESTS),
