@@ -241,13 +241,14 @@ def tiny_openai_clip_vit(embed_dim: int, image_resolution: int, vision_layers: i
     ).eval()
 
 
-def evaluate_sem_seg_in_process(
+def evaluate_in_process(
     config: str, overrides: Sequence[str], checkpoint: str, tta: Optional[Dict] = None
-) -> Dict[str, float]:
-    """The ``sem_seg`` results of ``checkpoint`` on ``config`` with ``overrides``: detectron2's
-    ``inference_on_dataset`` with the config's test loader and evaluator. ``tta``: the arguments
-    of :class:`~denseclip.meta_arch.SemanticSegmentorWithTTA`, which then wraps the model while
-    the test images stay at their size (as ``--aug-test`` evaluates)."""
+) -> Dict[str, Dict[str, float]]:
+    """The results of ``checkpoint`` on ``config`` with ``overrides`` ({task: {metric: value}}):
+    detectron2's ``inference_on_dataset`` with the config's test loader and evaluator, to compare
+    with what a command line reported. ``tta``: the arguments of
+    :class:`~denseclip.meta_arch.SemanticSegmentorWithTTA`, which then wraps the model while the
+    test images stay at their size (as ``--aug-test`` evaluates)."""
     from detectron2.evaluation import inference_on_dataset
 
     from denseclip.checkpoint import DenseCLIPCheckpointer
@@ -262,7 +263,7 @@ def evaluate_sem_seg_in_process(
         model = SemanticSegmentorWithTTA(model, **tta)
     loader, evaluator = instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
     with torch.no_grad():
-        return inference_on_dataset(model, loader, evaluator)["sem_seg"]
+        return inference_on_dataset(model, loader, evaluator)
 
 
 def assert_same_results(reported: Dict[str, float], expected: Dict[str, float]) -> None:

@@ -16,7 +16,14 @@ from detectron2.modeling.backbone.fpn import LastLevelP6P7
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from helpers import eval_results, load_python_file, run_train_net, tiny_overrides
+from helpers import (
+    assert_same_results,
+    eval_results,
+    evaluate_in_process,
+    load_python_file,
+    run_train_net,
+    tiny_overrides,
+)
 
 from denseclip.config import set_class_names
 from denseclip.data import COCO_CLASSES, SYNTHETIC_DET_CLASSES, KeepRatioResize
@@ -360,20 +367,6 @@ def test_dataset_classes_reach_every_class_dependent_module(tiny_configs, path):
 # ---------------------------------------------------------------------------------- train_net
 
 
-def evaluate_in_process(path: str, overrides, checkpoint: str) -> dict:
-    """COCO results of ``checkpoint`` on the config with ``overrides``, by detectron2's
-    ``inference_on_dataset`` with the config's test loader and evaluator."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.evaluation import inference_on_dataset
-
-    cfg = LazyConfig.apply_overrides(_load(path), overrides)
-    model = instantiate(cfg.model).eval()
-    DetectionCheckpointer(model).load(checkpoint)
-    loader, evaluator = instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
-    with torch.no_grad():
-        return inference_on_dataset(model, loader, evaluator)
-
-
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(
     "path, tasks, score_threshold",
@@ -397,9 +390,7 @@ def test_train_net_trains_and_reports_coco_ap(path, tasks, score_threshold, tmp_
     expected = evaluate_in_process(path, overrides, os.path.join(out, "model_final.pth"))
     for task in tasks:
         assert expected[task]["AP50"] > 0, expected  # the comparison is not of zeros
-        assert results[task].keys() == expected[task].keys()
-        for metric, value in expected[task].items():
-            assert value == pytest.approx(results[task][metric], abs=1e-6, nan_ok=True), metric
+        assert_same_results(results[task], expected[task])
 
 
 # ---------------------------------------------------------------------------------- full size
