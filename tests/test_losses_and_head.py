@@ -130,6 +130,23 @@ def test_training_keeps_no_full_resolution_logits():
     assert max(written_out) >= 2 * 5 * 64 * 64
 
 
+def test_training_resizes_each_images_logits_once(monkeypatch):
+    """The loss and its gradient come from one resize per image: the full-resolution logits
+    are neither kept for the backward pass nor recomputed there."""
+    calls = []
+    interpolate = F.interpolate
+
+    def counting_interpolate(*args, **kwargs):
+        calls.append(args[0].shape)
+        return interpolate(*args, **kwargs)
+
+    monkeypatch.setattr(F, "interpolate", counting_interpolate)
+    logits = torch.randn(3, 5, 4, 4, requires_grad=True)
+    semantic_cross_entropy(logits, torch.randint(0, 5, (3, 16, 16))).backward()
+    assert calls == [(1, 5, 4, 4)] * 3
+    assert logits.grad.abs().sum() > 0
+
+
 def test_unknown_reduction_is_rejected():
     with pytest.raises(ValueError, match="reduction"):
         semantic_cross_entropy(LOGITS, TARGETS, reduction="mean")
