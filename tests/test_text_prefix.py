@@ -90,11 +90,11 @@ def test_shared_prefix_gives_the_plain_embeddings_in_float32():
         torch.testing.assert_close(shared(tokens, contexts), plain(tokens, contexts))
 
 
-def test_shared_prefix_runs_the_prefix_once_per_context_set_and_each_class_up_to_the_last_eot(
+def test_shared_prefix_runs_the_prefix_once_per_context_set_and_each_class_up_to_its_eot(
     monkeypatch,
 ):
     shared, _ = text_encoders()
-    tokens = tokenize_class_names(CLASS_NAMES)  # the last EOT at index 4: 4 suffix positions
+    tokens = tokenize_class_names(CLASS_NAMES)
     positions = []
     original = ResidualAttentionBlock.forward_causal
 
@@ -105,8 +105,9 @@ def test_shared_prefix_runs_the_prefix_once_per_context_set_and_each_class_up_to
     monkeypatch.setattr(ResidualAttentionBlock, "forward_causal", counting)
     with torch.no_grad():
         shared(tokens, torch.randn(3, NUM_CONTEXTS, WIDTH, dtype=torch.float64))
-    prefix, suffixes = 3 * (1 + NUM_CONTEXTS), 3 * len(CLASS_NAMES) * 4
-    assert positions == [prefix, suffixes] * LAYERS
+    # suffixes up to the EOT: "wall" and "sky" 2 positions, "potted plant" 3, "chest of drawers" 4
+    prefix, two, three, four = 3 * (1 + NUM_CONTEXTS), 3 * 2 * 2, 3 * 1 * 3, 3 * 1 * 4
+    assert positions == [prefix, two, three, four] * LAYERS
 
 
 def test_shared_prefix_rejects_prompts_that_start_with_different_tokens():
@@ -154,12 +155,16 @@ def test_transformer_with_shared_prefix_equals_the_whole_sequences():
     mask = torch.full((7, 7), float("-inf")).triu_(1)
     transformer = randomize_(Transformer(16, 3, 4, attn_mask=mask).double()).eval()
     prefix = torch.randn(2, 4, 16, dtype=torch.float64)  # B×P×D
-    suffixes = torch.randn(2, 5, 3, 16, dtype=torch.float64)  # B×G×S×D
-    whole = torch.cat([prefix[:, None].expand(-1, 5, -1, -1), suffixes], dim=2)  # B×G×7×D
+    suffixes = [torch.randn(2, 5, 3, 16, dtype=torch.float64), torch.randn(2, 2, 1, 16).double()]
     with torch.no_grad():
-        expected = transformer(whole.flatten(0, 1).transpose(0, 1)).transpose(0, 1)
         found = transformer.forward_with_shared_prefix(prefix, suffixes)
-    torch.testing.assert_close(found.flatten(0, 1), expected[:, 4:], atol=FLOAT64_ATOL, rtol=0)
+        for group, outputs in zip(suffixes, found):
+            whole = torch.cat([prefix[:, None].expand(-1, group.shape[1], -1, -1), group], dim=2)
+            expected = transformer(whole.flatten(0, 1).transpose(0, 1)).transpose(0, 1)
+            assert outputs.shape == group.shape
+            torch.testing.assert_close(
+                outputs.flatten(0, 1), expected[:, 4:], atol=FLOAT64_ATOL, rtol=0
+            )
 
 
 # ----------------------------------------------------------------------------- class prompts

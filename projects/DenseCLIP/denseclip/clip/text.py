@@ -19,10 +19,10 @@ class CLIPTextEncoder(nn.Module):
     With contexts every prompt is [SOT, ctx_1..ctx_N, class tokens, EOT, padding]. Under the
     causal mask the first 1+N positions are the same for all K classes and never see the class
     tokens, so with ``shared_prefix`` they run once (per context set) and each class runs only
-    its class tokens up to the last EOT, attending to the prefix's keys and values
-    (:meth:`Transformer.forward_with_shared_prefix`): 1+N + K·(L-1) token positions instead of
-    K·(N+L) (609 instead of 1950 for the 150 ADE20K classes), the same features up to float
-    rounding.
+    its class tokens up to its own EOT, attending to the prefix's keys and values
+    (:meth:`Transformer.forward_with_shared_prefix`): 1+N + Σ_k (EOT index of k) token positions
+    instead of K·(N+L) (343 instead of 1950 for the 150 ADE20K classes), the same features up to
+    float rounding.
 
     Args:
         context_length: sequence length, class tokens + contexts (13 = 5 + 8 in DenseCLIP); the
@@ -97,25 +97,29 @@ class CLIPTextEncoder(nn.Module):
     ) -> torch.Tensor:
         """tokens: K×L (one first token for all), contexts: B×N×D → B×K×C, as :meth:`forward`.
 
-        The prefix [first token, contexts] (1+N positions) runs once per context set; the
-        suffixes are the class tokens after the first one, up to the last EOT.
+        The prefix [first token, contexts] (1+N positions) runs once per context set; each
+        class's suffix is its class tokens after the first one, up to its own EOT. Suffixes of
+        one length run as one group, the EOT last in each.
         """
         if (tokens[:, 0] != tokens[0, 0]).any():
             raise ValueError("shared-prefix encoding needs prompts that all start with one token")
         batch, num_contexts, width = contexts.shape
-        num_classes = tokens.shape[0]
         positions = self.positional_embedding.to(contexts.dtype)
         prefix_length = 1 + num_contexts
-        eot_index = tokens.argmax(dim=-1) - 1  # in the suffix
-        suffix_length = int(eot_index.max()) + 1
         first = self.token_embedding(tokens[0, :1]).to(contexts.dtype)  # 1×D
         prefix = torch.cat([first.expand(batch, 1, width), contexts], dim=1)
         prefix = prefix + positions[:prefix_length]
-        suffixes = self.token_embedding(tokens[:, 1 : 1 + suffix_length]).to(contexts.dtype)
-        suffixes = suffixes + positions[prefix_length : prefix_length + suffix_length]
-        suffixes = suffixes.expand(batch, -1, -1, -1)  # B×K×S×D
-        x = self.transformer.forward_with_shared_prefix(prefix, suffixes)
-        return self._project(x[:, torch.arange(num_classes, device=x.device), eot_index])
+        suffix_lengths = tokens.argmax(dim=-1)  # up to and including the EOT
+        groups, suffixes = [], []
+        for length in suffix_lengths.unique().tolist():
+            classes = (suffix_lengths == length).nonzero().squeeze(1)
+            embedded = self.token_embedding(tokens[classes, 1 : 1 + length]).to(contexts.dtype)
+            embedded = embedded + positions[prefix_length : prefix_length + length]
+            groups.append(classes)
+            suffixes.append(embedded.expand(batch, -1, -1, -1))  # B×G×S×D
+        outputs = self.transformer.forward_with_shared_prefix(prefix, suffixes)
+        eot_features = torch.cat([x[:, :, -1] for x in outputs], dim=1)  # B×K×D, grouped
+        return self._project(eot_features[:, torch.cat(groups).argsort()])
 
     def forward(self, tokens: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
         """Class embeddings with learnable contexts inserted after the SOT token.

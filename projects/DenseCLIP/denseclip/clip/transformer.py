@@ -5,7 +5,7 @@ Tensors run sequence-first (L×N×D), as in OpenAI CLIP, and submodule names are
 """
 
 from collections import OrderedDict
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -185,27 +185,31 @@ class Transformer(nn.Module):
         return x
 
     def forward_with_shared_prefix(
-        self, prefix: torch.Tensor, suffixes: torch.Tensor
-    ) -> torch.Tensor:
+        self, prefix: torch.Tensor, suffixes: Sequence[torch.Tensor]
+    ) -> List[torch.Tensor]:
         """Causal sequences [prefix b, suffix (b, g)] that share their prefix, which runs once.
 
         Under a causal mask the prefix positions never see the suffix, so they are the same in
-        the G sequences of prefix b: each block runs the B prefixes, then the B×G suffixes
-        attending to the prefix's keys and values (:meth:`ResidualAttentionBlock.forward_causal`).
-        Equals :meth:`forward` with a causal mask on the concatenated sequences, at the suffix
-        positions, up to float rounding: B·(P + G·S) token positions instead of B·G·(P + S).
+        every sequence of prefix b: each block runs the B prefixes, then each group of suffixes
+        (one length per group) attending to the prefix's keys and values
+        (:meth:`ResidualAttentionBlock.forward_causal`). Equals :meth:`forward` with a causal
+        mask on the concatenated sequences, at the suffix positions, up to float rounding:
+        B·(P + Σ G_i·S_i) token positions instead of B·Σ G_i·(P + S_i).
 
         Args:
             prefix: B×P×D tokens (batch-first).
-            suffixes: B×G×S×D tokens.
+            suffixes: groups of suffixes, B×G_i×S_i×D each.
         Returns:
-            B×G×S×D outputs of the suffix positions.
+            the B×G_i×S_i×D outputs of each group's suffix positions.
         """
-        groups = suffixes.shape[1]
+        suffixes = list(suffixes)
         recompute = recomputes_activations(self, self.use_act_checkpoint)
         for block in self.resblocks:
             causal = dict(recompute=recompute, function=block.forward_causal)
             prefix, (keys, values) = run_segment(block, prefix, **causal)
-            past = tuple(t[:, None].expand(-1, groups, -1, -1, -1) for t in (keys, values))
-            suffixes, _ = run_segment(block, suffixes, past, **causal)
+            for i, group in enumerate(suffixes):
+                past = tuple(
+                    t[:, None].expand(-1, group.shape[1], -1, -1, -1) for t in (keys, values)
+                )
+                suffixes[i], _ = run_segment(block, group, past, **causal)
         return suffixes
