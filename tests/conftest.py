@@ -51,6 +51,19 @@ def _datasets_in_tmp(datasets_dir):
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def host_memory_calls():
+    """The calls of ``keep_freed_host_memory`` by in-process runs of the training engine and the
+    benchmark, recorded instead of changing this test process's malloc for the tests after them
+    (subprocesses run the real one)."""
+    from denseclip.engine import host_memory
+
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(host_memory, "keep_freed_host_memory", lambda: calls.append(True) or True)
+        yield calls
+
+
 @pytest.fixture
 def single_torch_thread():
     """One intra-op thread for the duration of a test (opt in with

@@ -277,6 +277,7 @@ def _args(**changes):
         train_repeats=1,
         attention_kernel="fused",
         simulate_ranks=1,
+        keep_host_memory=True,
     )
     return argparse.Namespace(**{**args, **changes})
 
@@ -325,8 +326,8 @@ def test_report_of_one_config_names_the_cpu_threads(capsys):
     threads = torch.get_num_threads()
     assert lines[1:3] == [
         "dense.py",
-        f"64×64, K=3, cpu, threads: {threads}, fp32, median of 2 (after 1 warm-up), variants "
-        "interleaved",
+        f"64×64, K=3, cpu, threads: {threads}, freed host memory kept, fp32, median of 2 "
+        "(after 1 warm-up), variants interleaved",
     ]
     assert len(lines) == 6  # no ratios, no training step, no profile
 
@@ -554,6 +555,18 @@ def test_simulated_ranks_refuse_a_model_without_a_shared_text_side(load_tiny_con
         training_steps(configs, ["denseclip"], 64, 1, ForwardSettings("cpu"), simulate_ranks=2)
 
 
+@pytest.mark.parametrize(
+    "argv, kept",
+    [(["--device", "cpu"], True), (["--device", "cpu", "--release-host-memory"], False)],
+)
+def test_cpu_timings_keep_freed_host_memory_unless_asked_not_to(argv, kept, capsys):
+    args = load_python_file("tools/benchmark.py").parse_args(argv)
+    assert args.keep_host_memory is kept
+    report_args = _args(device="cpu", keep_host_memory=args.keep_host_memory)
+    print_report(report_args, {"denseclip": [0.01]}, {}, {}, {}, {})
+    assert f"freed host memory {'kept' if kept else 'released'}" in capsys.readouterr().out
+
+
 def test_benchmark_refuses_steps_it_cannot_time(capsys):
     tool = load_python_file("tools/benchmark.py")
     for argv, message in (
@@ -566,8 +579,9 @@ def test_benchmark_refuses_steps_it_cannot_time(capsys):
 
 
 @pytest.mark.usefixtures("single_torch_thread")
-def test_benchmark_train_profile_of_the_tiny_configs(capsys):
+def test_benchmark_train_profile_of_the_tiny_configs(capsys, host_memory_calls):
     tool = load_python_file("tools/benchmark.py")
+    calls = len(host_memory_calls)
     report = tool.main(
         [
             "--config-file",
@@ -578,6 +592,7 @@ def test_benchmark_train_profile_of_the_tiny_configs(capsys):
             *("--train-profile", "--simulate-ranks", "2", "--device", "cpu"),
         ]
     )
+    assert len(host_memory_calls) == calls + 1  # CPU timings keep freed host memory
     assert list(report["train_profile_ms"]) == ["denseclip", "baseline", "denseclip at 2 ranks"]
     assert list(report["train_step_ratios"]) == [
         "denseclip / baseline",

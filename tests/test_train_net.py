@@ -156,6 +156,11 @@ def test_training_without_clip_weights_warns_exactly_once(trained):
         assert len(re.findall(NO_CLIP_WEIGHTS_PATTERN, f.read())) == 1
 
 
+def test_cpu_training_keeps_freed_host_memory(trained):
+    with open(os.path.join(trained["out"], "log.txt")) as f:
+        assert "Training on the CPU: freed host memory is kept for reuse" in f.read()
+
+
 # ---------------------------------------------------------------------------------- eval-only
 
 

@@ -60,8 +60,7 @@ class _ResizedCrossEntropySum(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad = log_probs.exp_()  # softmax, in place
             grad.scatter_add_(1, labels, -valid.to(grad.dtype)[:, None])
-            if not bool(valid.all()):
-                grad.masked_fill_(~valid[:, None], 0)
+            grad.index_fill_(0, (~valid).nonzero().squeeze(1), 0)
             grad = grad.view(1, *size, num_classes).permute(0, 3, 1, 2)
             if resized is not leaf:
                 (grad,) = torch.autograd.grad(resized, leaf, grad)

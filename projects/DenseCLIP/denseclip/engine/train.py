@@ -26,6 +26,7 @@ from ..checkpoint import DenseCLIPCheckpointer
 from ..config import load_config
 from ..data.availability import check_datasets_available
 from ..meta_arch import SemanticSegmentorWithTTA
+from . import host_memory
 from .accumulation import AccumulateGradients, MicroBatches
 
 __all__ = [
@@ -284,6 +285,8 @@ def _log_batch(cfg) -> None:
 
 
 def do_train(cfg, resume: bool = False) -> None:
+    if str(cfg.train.device) == "cpu" and host_memory.keep_freed_host_memory():
+        logger.info("Training on the CPU: freed host memory is kept for reuse (faster steps)")
     model = build_model(cfg)
     logger.info("Model:\n{}".format(model))
     cfg.optimizer.params.model = model

@@ -53,8 +53,11 @@ def max_difference(outputs: Dict[str, List[Dict]], name: str) -> Optional[float]
 
 
 def _device_and_precision(args) -> str:
-    """ "cpu, threads: 4, fp32", "cuda, bf16 autocast", ..."""
-    threads = f", threads: {torch.get_num_threads()}" if args.device == "cpu" else ""
+    """ "cpu, threads: 4, freed host memory kept, fp32", "cuda, bf16 autocast", ..."""
+    threads = ""
+    if args.device == "cpu":
+        kept = "kept" if args.keep_host_memory else "released"
+        threads = f", threads: {torch.get_num_threads()}, freed host memory {kept}"
     precision = "fp32" if args.amp == "none" else args.amp + " autocast"
     return f"{args.device}{threads}, {precision}"
 
