@@ -86,6 +86,17 @@ def test_all_ignored_labels_give_zero_loss_and_a_finite_gradient(reduction):
     assert torch.count_nonzero(logits.grad) == 0
 
 
+def test_ignored_pixels_never_index_the_classes():
+    """One class, so that any class index but 0 would be out of range: ignored pixels (255)
+    take no part in the loss nor in its gradient."""
+    logits = torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    targets = torch.zeros(2, 6, 6, dtype=torch.long)
+    targets[0, :2] = 255
+    loss = semantic_cross_entropy(logits, targets, reduction="valid_pixels")
+    loss.backward()
+    assert loss.item() == 0 and torch.count_nonzero(logits.grad) == 0
+
+
 def _resized_cross_entropy(logits, targets, reduction):
     """The loss written out on the whole batch: bilinear resize, per-pixel CE, mean."""
     resized = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
