@@ -22,7 +22,7 @@ from helpers import REPO_ROOT
 from test_losses_and_head import FPN_CHANNELS, PYRAMID, make_head
 from test_semantic_segmentor import random_inputs
 
-from denseclip.clip import CLIPTextEncoder
+from denseclip.clip import CLIPTextEncoder, tokenize_class_names
 from denseclip.inference.fuse import fold_batch_norms
 from denseclip.losses import box_seg_aux_loss, semantic_cross_entropy
 from denseclip.meta_arch.semantic_segmentor import slide_logits, sliding_windows
@@ -380,6 +380,66 @@ def test_text_encoder_is_initialised_as_openai_clip():
         expected[block.mlp.c_proj.weight] = proj_std
     for tensor, std in expected.items():
         assert tensor.std().item() == pytest.approx(std, rel=0.1)
+
+
+def test_a_name_of_one_bpe_token_more_than_fits_is_rejected():
+    assert tokenize_class_names(["chest of drawers"], length=5).shape == (1, 5)  # 3 BPE tokens
+    with pytest.raises(ValueError, match="3 BPE tokens, more than the 2 that fit in 4"):
+        tokenize_class_names(["chest of drawers"], length=4)
+
+
+def test_a_long_name_is_told_its_first_synonym_only_when_that_fits():
+    name = "chest of drawers, chest"  # 5 BPE tokens; the first synonym has 3
+    with pytest.raises(ValueError, match="such as 'chest of drawers'"):
+        tokenize_class_names([name], length=5)
+    with pytest.raises(ValueError) as error:
+        tokenize_class_names([name], length=4)
+    assert "such as" not in str(error.value)
+
+
+def test_plain_encoding_rejects_more_tokens_than_the_context_length_naming_both():
+    encoder = CLIPTextEncoder(context_length=6, width=32, heads=2, layers=1, embed_dim=16)
+    with pytest.raises(ValueError, match="7 tokens exceed the context_length 6"):
+        encoder.encode_plain(torch.zeros(2, 7, dtype=torch.long))
+
+
+@pytest.mark.parametrize("shared_prefix", [False, True], ids=["plain", "shared prefix"])
+def test_text_encoder_runs_no_position_after_the_last_eot(shared_prefix, monkeypatch):
+    torch.manual_seed(0)
+    encoder = CLIPTextEncoder(
+        9, width=32, heads=2, layers=1, embed_dim=16, shared_prefix=shared_prefix
+    )
+    tokens = tokenize_class_names(["wall", "potted plant"])  # EOT at 2 and 3 of 5 tokens
+    lengths = []
+    if shared_prefix:
+        run = encoder.transformer.forward_with_shared_prefix
+
+        def counting(prefix, suffixes):  # B×P×D, B×K×S×D
+            lengths.append(prefix.shape[1] + suffixes.shape[2])
+            return run(prefix, suffixes)
+
+        monkeypatch.setattr(encoder.transformer, "forward_with_shared_prefix", counting)
+    else:  # L×N×D, sequence first
+        encoder.transformer.register_forward_pre_hook(lambda _, args: lengths.append(len(args[0])))
+    with torch.no_grad():
+        encoder(tokens, torch.randn(1, 4, 32))
+    assert lengths == [1 + 4 + 3]  # SOT, 4 contexts, the class tokens up to the last EOT
+
+
+def test_shared_prefix_encodes_a_single_class_as_the_plain_encoding():
+    encoders = []
+    for shared_prefix in (True, False):
+        torch.manual_seed(0)
+        encoder = CLIPTextEncoder(
+            9, width=32, heads=2, layers=1, embed_dim=16, shared_prefix=shared_prefix
+        )
+        encoders.append(encoder.double().eval())
+    tokens = tokenize_class_names(["wall"])
+    contexts = torch.randn(2, 4, 32, dtype=torch.float64)
+    with torch.no_grad():
+        found, expected = (encoder(tokens, contexts) for encoder in encoders)
+    assert found.shape == (2, 1, 16)
+    torch.testing.assert_close(found, expected, rtol=0, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- clip/transformer.py
