@@ -22,7 +22,7 @@ from helpers import REPO_ROOT
 from test_losses_and_head import FPN_CHANNELS, PYRAMID, make_head
 from test_semantic_segmentor import random_inputs
 
-from denseclip.clip import CLIPTextEncoder, tokenize_class_names
+from denseclip.clip import CLIPTextEncoder, CLIPVisionTransformer, tokenize_class_names
 from denseclip.inference.fuse import fold_batch_norms
 from denseclip.losses import box_seg_aux_loss, semantic_cross_entropy
 from denseclip.meta_arch.semantic_segmentor import slide_logits, sliding_windows
@@ -485,3 +485,36 @@ def test_a_transformer_keeps_its_activations_unless_asked():
         block.register_forward_pre_hook(lambda *args: calls.append(1))
     transformer(torch.randn(5, 2, 16, requires_grad=True)).sum().backward()
     assert len(calls) == 2
+
+
+# ----------------------------------------------------------------------------- clip/vit.py
+
+
+def test_vit_defaults_are_denseclips_vit_b16_at_640():
+    encoder = CLIPVisionTransformer()
+    assert encoder.input_resolution == 640 and encoder.conv1.kernel_size == (16, 16)
+    assert encoder.positional_embedding.shape == (40 * 40 + 1, 768)
+    assert (encoder.transformer.width, encoder.transformer.layers) == (768, 12)
+    assert encoder.transformer.resblocks[0].attn.num_heads == 12
+    assert encoder.proj.shape == (768, 512) and encoder.embed_dim == 512
+    assert encoder.out_indices == (3, 5, 7, 11) and type(encoder.fpn1[2]) is nn.BatchNorm2d
+    assert all(isinstance(block.drop_path, nn.Identity) for block in encoder.transformer.resblocks)
+    assert encoder.use_act_checkpoint is False
+
+
+@pytest.mark.parametrize("out_indices", [(0, 1, 2), (0, 2, 1, 3), (0, 1, 1, 3), (0, 1, 2, 4)])
+def test_vit_rejects_out_indices_that_are_not_4_increasing_blocks(out_indices):
+    with pytest.raises(ValueError, match="out_indices must be 4 increasing block indices"):
+        CLIPVisionTransformer(
+            input_resolution=32, width=16, layers=4, heads=2, output_dim=8, out_indices=out_indices
+        )
+
+
+def test_vit_embeddings_and_projection_are_initialised_as_openai_clip():
+    torch.manual_seed(0)
+    width = 256
+    encoder = CLIPVisionTransformer(
+        input_resolution=64, width=width, layers=4, heads=4, output_dim=64, out_indices=range(4)
+    )
+    for tensor in (encoder.class_embedding, encoder.positional_embedding, encoder.proj):
+        assert tensor.std().item() == pytest.approx(width**-0.5, rel=0.2)
