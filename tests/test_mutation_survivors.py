@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from clip import model as openai_clip
 from torch import nn
 
 from detectron2.config import LazyConfig, instantiate
@@ -22,7 +23,13 @@ from helpers import REPO_ROOT
 from test_losses_and_head import FPN_CHANNELS, PYRAMID, make_head
 from test_semantic_segmentor import random_inputs
 
-from denseclip.clip import CLIPTextEncoder, CLIPVisionTransformer, tokenize_class_names
+from denseclip.clip import (
+    CLIPTextEncoder,
+    CLIPVisionTransformer,
+    CLIPViTDet,
+    tokenize_class_names,
+)
+from denseclip.clip.vitdet import WindowedAttentionBlock
 from denseclip.inference.fuse import fold_batch_norms
 from denseclip.losses import box_seg_aux_loss, semantic_cross_entropy
 from denseclip.meta_arch.semantic_segmentor import slide_logits, sliding_windows
@@ -510,11 +517,56 @@ def test_vit_rejects_out_indices_that_are_not_4_increasing_blocks(out_indices):
         )
 
 
-def test_vit_embeddings_and_projection_are_initialised_as_openai_clip():
+@pytest.mark.parametrize("encoder_class", [CLIPVisionTransformer, CLIPViTDet])
+def test_vit_encoders_initialise_their_embeddings_as_openai_clip(encoder_class):
     torch.manual_seed(0)
     width = 256
-    encoder = CLIPVisionTransformer(
-        input_resolution=64, width=width, layers=4, heads=4, output_dim=64, out_indices=range(4)
-    )
+    arguments = dict(input_resolution=64, width=width, layers=4, heads=4, output_dim=64)
+    extra = "out_indices" if encoder_class is CLIPVisionTransformer else "window_block_indexes"
+    arguments[extra] = range(4)
+    encoder = encoder_class(**arguments)
     for tensor in (encoder.class_embedding, encoder.positional_embedding, encoder.proj):
         assert tensor.std().item() == pytest.approx(width**-0.5, rel=0.2)
+
+
+# ----------------------------------------------------------------------------- clip/vitdet.py
+
+
+def test_vitdet_defaults_are_clips_vit_b16_at_224():
+    encoder = CLIPViTDet()
+    blocks = encoder.transformer.resblocks
+    assert encoder.conv1.kernel_size == (16, 16) and encoder.conv1.out_channels == 768
+    assert len(blocks) == 12 and blocks[0].attn.num_heads == 12
+    assert encoder.positional_embedding.shape == (14 * 14 + 1, 768)
+    assert encoder.proj.shape == (768, 512) and encoder.embed_dim == 512
+    assert encoder.use_act_checkpoint is False
+
+
+def test_a_windowed_attention_block_is_clips_global_block_unless_given_a_window():
+    torch.manual_seed(0)
+    block = WindowedAttentionBlock(16, 2).train()  # no stochastic depth either
+    reference = openai_clip.ResidualAttentionBlock(16, 2)
+    reference.load_state_dict(block.state_dict())
+    x = torch.randn(2, 1 + 3 * 4, 16)
+    expected = reference(x.transpose(0, 1)).transpose(0, 1)
+    torch.testing.assert_close(block(x, (3, 4)), expected)
+
+
+@pytest.mark.parametrize("window_size, accepted", [(0, False), (1, True)])
+def test_vitdet_windows_of_one_patch_or_more(window_size, accepted):
+    arguments = dict(input_resolution=32, width=16, layers=2, heads=2, output_dim=8)
+    if not accepted:
+        with pytest.raises(ValueError, match="window_size must be positive"):
+            CLIPViTDet(**arguments, window_size=window_size, window_block_indexes=[0])
+        return
+    encoder = CLIPViTDet(**arguments, window_size=window_size, window_block_indexes=[0])
+    assert [block.window_size for block in encoder.transformer.resblocks] == [1, 0]
+
+
+def test_vitdet_drop_path_rates_grow_linearly_from_zero():
+    encoder = CLIPViTDet(
+        32, width=16, layers=3, heads=2, output_dim=8, window_block_indexes=(), drop_path_rate=0.2
+    )
+    blocks = encoder.transformer.resblocks
+    assert isinstance(blocks[0].drop_path, nn.Identity)
+    assert [block.drop_path.p for block in blocks[1:]] == pytest.approx([0.1, 0.2])
