@@ -1,7 +1,7 @@
 """Tests that kill the mutants the rest of the suite let survive (tools/mutation_test.py).
 
 Each test pins one behaviour of the numeric core that no other test distinguishes from a small
-change of the code (docs/development.md, "Mutation testing", lists the mutants).
+change of the code (docs/mutation_testing.md lists the mutants).
 """
 
 import math
@@ -29,6 +29,7 @@ from denseclip.clip import (
     CLIPViTDet,
     tokenize_class_names,
 )
+from denseclip.clip.resnet import AttentionPool2d, Bottleneck, CLIPResNet
 from denseclip.clip.vitdet import WindowedAttentionBlock
 from denseclip.inference.fuse import fold_batch_norms
 from denseclip.losses import box_seg_aux_loss, semantic_cross_entropy
@@ -447,6 +448,47 @@ def test_shared_prefix_encodes_a_single_class_as_the_plain_encoding():
         found, expected = (encoder(tokens, contexts) for encoder in encoders)
     assert found.shape == (2, 1, 16)
     torch.testing.assert_close(found, expected, rtol=0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- clip/resnet.py
+
+
+def test_resnet_defaults_are_openai_rn50s():
+    encoder = CLIPResNet([3, 4, 6, 3])
+    pool = encoder.attnpool
+    assert encoder.conv3.out_channels == 64 and encoder.input_resolution == 224
+    assert pool.positional_embedding.shape == (7 * 7 + 1, 2048)
+    assert pool.num_heads == 32 and pool.c_proj.out_features == 1024
+    assert pool.pos_embed_resize == "bilinear" and encoder.use_act_checkpoint is False
+
+
+def test_resnet_is_initialised_as_openai_clip():
+    torch.manual_seed(0)
+    encoder = CLIPResNet([1, 1, 1, 1], width=16, output_dim=32, heads=4, input_resolution=64)
+    pool = encoder.attnpool
+    std = 512**-0.5  # the pool's channels: 32 × width
+    projections = (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj)
+    for tensor in (pool.positional_embedding, *(proj.weight for proj in projections)):
+        assert tensor.std().item() == pytest.approx(std, rel=0.1)
+    last_norms = [m.bn3.weight for m in encoder.modules() if isinstance(m, Bottleneck)]
+    assert len(last_norms) == 4 and all((weight == 0).all() for weight in last_norms)
+
+
+def test_attention_pool_chunks_are_the_largest_that_hold_2_27_weights(monkeypatch):
+    pool = AttentionPool2d(spacial_dim=2, embed_dim=32, num_heads=32)  # RN50's 32 heads
+    queries = []
+
+    def attention(q, k, v):  # B×Q×heads×d → B×Q×(heads·d), counting the queries
+        queries.append(q.shape[1])
+        return q.flatten(2)
+
+    monkeypatch.setattr(pool, "_attention", attention)
+    height, width = 94, 125  # the stride-32 map of a 3000×4000 image
+    with torch.no_grad():
+        pool(torch.zeros(1, 32, height, width))
+    tokens = 1 + height * width
+    assert sum(queries) == tokens and len(set(queries[:-1])) == 1
+    assert max(queries) * 32 * tokens <= 2**27 < (max(queries) + 1) * 32 * tokens
 
 
 # ----------------------------------------------------------------------------- clip/transformer.py
