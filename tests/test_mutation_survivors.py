@@ -20,6 +20,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from helpers import REPO_ROOT
+from test_clip_encoders import randomize_batch_norms
 from test_losses_and_head import FPN_CHANNELS, PYRAMID, make_head
 from test_semantic_segmentor import random_inputs
 
@@ -489,6 +490,39 @@ def test_attention_pool_chunks_are_the_largest_that_hold_2_27_weights(monkeypatc
     tokens = 1 + height * width
     assert sum(queries) == tokens and len(set(queries[:-1])) == 1
     assert max(queries) * 32 * tokens <= 2**27 < (max(queries) + 1) * 32 * tokens
+
+
+def test_attention_pool_runs_one_query_at_a_time_when_one_exceeds_the_bound(monkeypatch):
+    torch.manual_seed(0)
+    pool = AttentionPool2d(spacial_dim=2, embed_dim=8, num_heads=2, output_dim=4).double()
+    x = torch.randn(1, 8, 2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        expected = pool(x)
+    monkeypatch.setattr(pool, "max_attention_elements", 1)
+    queries, attention = [], pool._attention
+
+    def counting(q, k, v):
+        queries.append(q.shape[1])
+        return attention(q, k, v)
+
+    monkeypatch.setattr(pool, "_attention", counting)
+    with torch.no_grad():
+        found = pool(x)
+    assert queries == [1] * (1 + 2 * 3)
+    for tensor, reference in zip(found, expected):
+        torch.testing.assert_close(tensor, reference, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("inplanes, planes, stride", [(8, 4, 1), (8, 4, 2), (16, 4, 1), (16, 4, 2)])
+def test_a_bottleneck_is_openais_for_every_stride_and_width(inplanes, planes, stride):
+    torch.manual_seed(0)
+    reference = openai_clip.Bottleneck(inplanes, planes, stride)
+    randomize_batch_norms(reference)
+    ours = Bottleneck(inplanes, planes, stride)
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(2, inplanes, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), reference.eval()(x))
 
 
 # ----------------------------------------------------------------------------- clip/transformer.py
