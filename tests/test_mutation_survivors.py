@@ -1,7 +1,7 @@
 """Tests that kill the mutants the rest of the suite let survive (tools/mutation_test.py).
 
 Each test pins one behaviour of the numeric core that no other test distinguishes from a small
-change of the code (docs/development.md, "Mutation testing", lists the mutants).
+change of the code (docs/mutation_testing.md lists the mutants).
 """
 
 import math
@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from clip import model as openai_clip
 from torch import nn
 
 from detectron2.config import LazyConfig, instantiate
@@ -19,10 +20,18 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from helpers import REPO_ROOT
+from test_clip_encoders import randomize_batch_norms
 from test_losses_and_head import FPN_CHANNELS, PYRAMID, make_head
 from test_semantic_segmentor import random_inputs
 
-from denseclip.clip import CLIPTextEncoder
+from denseclip.clip import (
+    CLIPTextEncoder,
+    CLIPVisionTransformer,
+    CLIPViTDet,
+    tokenize_class_names,
+)
+from denseclip.clip.resnet import AttentionPool2d, Bottleneck, CLIPResNet
+from denseclip.clip.vitdet import WindowedAttentionBlock
 from denseclip.inference.fuse import fold_batch_norms
 from denseclip.losses import box_seg_aux_loss, semantic_cross_entropy
 from denseclip.meta_arch.semantic_segmentor import slide_logits, sliding_windows
@@ -382,6 +391,140 @@ def test_text_encoder_is_initialised_as_openai_clip():
         assert tensor.std().item() == pytest.approx(std, rel=0.1)
 
 
+def test_a_name_of_one_bpe_token_more_than_fits_is_rejected():
+    assert tokenize_class_names(["chest of drawers"], length=5).shape == (1, 5)  # 3 BPE tokens
+    with pytest.raises(ValueError, match="3 BPE tokens, more than the 2 that fit in 4"):
+        tokenize_class_names(["chest of drawers"], length=4)
+
+
+def test_a_long_name_is_told_its_first_synonym_only_when_that_fits():
+    name = "chest of drawers, chest"  # 5 BPE tokens; the first synonym has 3
+    with pytest.raises(ValueError, match="such as 'chest of drawers'"):
+        tokenize_class_names([name], length=5)
+    with pytest.raises(ValueError) as error:
+        tokenize_class_names([name], length=4)
+    assert "such as" not in str(error.value)
+
+
+def test_plain_encoding_rejects_more_tokens_than_the_context_length_naming_both():
+    encoder = CLIPTextEncoder(context_length=6, width=32, heads=2, layers=1, embed_dim=16)
+    with pytest.raises(ValueError, match="7 tokens exceed the context_length 6"):
+        encoder.encode_plain(torch.zeros(2, 7, dtype=torch.long))
+
+
+@pytest.mark.parametrize("shared_prefix", [False, True], ids=["plain", "shared prefix"])
+def test_text_encoder_runs_no_position_after_the_last_eot(shared_prefix, monkeypatch):
+    torch.manual_seed(0)
+    encoder = CLIPTextEncoder(
+        9, width=32, heads=2, layers=1, embed_dim=16, shared_prefix=shared_prefix
+    )
+    tokens = tokenize_class_names(["wall", "potted plant"])  # EOT at 2 and 3 of 5 tokens
+    lengths = []
+    if shared_prefix:
+        run = encoder.transformer.forward_with_shared_prefix
+
+        def counting(prefix, suffixes):  # B×P×D, B×K×S×D
+            lengths.append(prefix.shape[1] + suffixes.shape[2])
+            return run(prefix, suffixes)
+
+        monkeypatch.setattr(encoder.transformer, "forward_with_shared_prefix", counting)
+    else:  # L×N×D, sequence first
+        encoder.transformer.register_forward_pre_hook(lambda _, args: lengths.append(len(args[0])))
+    with torch.no_grad():
+        encoder(tokens, torch.randn(1, 4, 32))
+    assert lengths == [1 + 4 + 3]  # SOT, 4 contexts, the class tokens up to the last EOT
+
+
+def test_shared_prefix_encodes_a_single_class_as_the_plain_encoding():
+    encoders = []
+    for shared_prefix in (True, False):
+        torch.manual_seed(0)
+        encoder = CLIPTextEncoder(
+            9, width=32, heads=2, layers=1, embed_dim=16, shared_prefix=shared_prefix
+        )
+        encoders.append(encoder.double().eval())
+    tokens = tokenize_class_names(["wall"])
+    contexts = torch.randn(2, 4, 32, dtype=torch.float64)
+    with torch.no_grad():
+        found, expected = (encoder(tokens, contexts) for encoder in encoders)
+    assert found.shape == (2, 1, 16)
+    torch.testing.assert_close(found, expected, rtol=0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- clip/resnet.py
+
+
+def test_resnet_defaults_are_openai_rn50s():
+    encoder = CLIPResNet([3, 4, 6, 3])
+    pool = encoder.attnpool
+    assert encoder.conv3.out_channels == 64 and encoder.input_resolution == 224
+    assert pool.positional_embedding.shape == (7 * 7 + 1, 2048)
+    assert pool.num_heads == 32 and pool.c_proj.out_features == 1024
+    assert pool.pos_embed_resize == "bilinear" and encoder.use_act_checkpoint is False
+
+
+def test_resnet_is_initialised_as_openai_clip():
+    torch.manual_seed(0)
+    encoder = CLIPResNet([1, 1, 1, 1], width=16, output_dim=32, heads=4, input_resolution=64)
+    pool = encoder.attnpool
+    std = 512**-0.5  # the pool's channels: 32 × width
+    projections = (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj)
+    for tensor in (pool.positional_embedding, *(proj.weight for proj in projections)):
+        assert tensor.std().item() == pytest.approx(std, rel=0.1)
+    last_norms = [m.bn3.weight for m in encoder.modules() if isinstance(m, Bottleneck)]
+    assert len(last_norms) == 4 and all((weight == 0).all() for weight in last_norms)
+
+
+def test_attention_pool_chunks_are_the_largest_that_hold_2_27_weights(monkeypatch):
+    pool = AttentionPool2d(spacial_dim=2, embed_dim=32, num_heads=32)  # RN50's 32 heads
+    queries = []
+
+    def attention(q, k, v):  # B×Q×heads×d → B×Q×(heads·d), counting the queries
+        queries.append(q.shape[1])
+        return q.flatten(2)
+
+    monkeypatch.setattr(pool, "_attention", attention)
+    height, width = 94, 125  # the stride-32 map of a 3000×4000 image
+    with torch.no_grad():
+        pool(torch.zeros(1, 32, height, width))
+    tokens = 1 + height * width
+    assert sum(queries) == tokens and len(set(queries[:-1])) == 1
+    assert max(queries) * 32 * tokens <= 2**27 < (max(queries) + 1) * 32 * tokens
+
+
+def test_attention_pool_runs_one_query_at_a_time_when_one_exceeds_the_bound(monkeypatch):
+    torch.manual_seed(0)
+    pool = AttentionPool2d(spacial_dim=2, embed_dim=8, num_heads=2, output_dim=4).double()
+    x = torch.randn(1, 8, 2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        expected = pool(x)
+    monkeypatch.setattr(pool, "max_attention_elements", 1)
+    queries, attention = [], pool._attention
+
+    def counting(q, k, v):
+        queries.append(q.shape[1])
+        return attention(q, k, v)
+
+    monkeypatch.setattr(pool, "_attention", counting)
+    with torch.no_grad():
+        found = pool(x)
+    assert queries == [1] * (1 + 2 * 3)
+    for tensor, reference in zip(found, expected):
+        torch.testing.assert_close(tensor, reference, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("inplanes, planes, stride", [(8, 4, 1), (8, 4, 2), (16, 4, 1), (16, 4, 2)])
+def test_a_bottleneck_is_openais_for_every_stride_and_width(inplanes, planes, stride):
+    torch.manual_seed(0)
+    reference = openai_clip.Bottleneck(inplanes, planes, stride)
+    randomize_batch_norms(reference)
+    ours = Bottleneck(inplanes, planes, stride)
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(2, inplanes, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), reference.eval()(x))
+
+
 # ----------------------------------------------------------------------------- clip/transformer.py
 
 
@@ -425,3 +568,81 @@ def test_a_transformer_keeps_its_activations_unless_asked():
         block.register_forward_pre_hook(lambda *args: calls.append(1))
     transformer(torch.randn(5, 2, 16, requires_grad=True)).sum().backward()
     assert len(calls) == 2
+
+
+# ----------------------------------------------------------------------------- clip/vit.py
+
+
+def test_vit_defaults_are_denseclips_vit_b16_at_640():
+    encoder = CLIPVisionTransformer()
+    assert encoder.input_resolution == 640 and encoder.conv1.kernel_size == (16, 16)
+    assert encoder.positional_embedding.shape == (40 * 40 + 1, 768)
+    assert (encoder.transformer.width, encoder.transformer.layers) == (768, 12)
+    assert encoder.transformer.resblocks[0].attn.num_heads == 12
+    assert encoder.proj.shape == (768, 512) and encoder.embed_dim == 512
+    assert encoder.out_indices == (3, 5, 7, 11) and type(encoder.fpn1[2]) is nn.BatchNorm2d
+    assert all(isinstance(block.drop_path, nn.Identity) for block in encoder.transformer.resblocks)
+    assert encoder.use_act_checkpoint is False
+
+
+@pytest.mark.parametrize("out_indices", [(0, 1, 2), (0, 2, 1, 3), (0, 1, 1, 3), (0, 1, 2, 4)])
+def test_vit_rejects_out_indices_that_are_not_4_increasing_blocks(out_indices):
+    with pytest.raises(ValueError, match="out_indices must be 4 increasing block indices"):
+        CLIPVisionTransformer(
+            input_resolution=32, width=16, layers=4, heads=2, output_dim=8, out_indices=out_indices
+        )
+
+
+@pytest.mark.parametrize("encoder_class", [CLIPVisionTransformer, CLIPViTDet])
+def test_vit_encoders_initialise_their_embeddings_as_openai_clip(encoder_class):
+    torch.manual_seed(0)
+    width = 256
+    arguments = dict(input_resolution=64, width=width, layers=4, heads=4, output_dim=64)
+    extra = "out_indices" if encoder_class is CLIPVisionTransformer else "window_block_indexes"
+    arguments[extra] = range(4)
+    encoder = encoder_class(**arguments)
+    for tensor in (encoder.class_embedding, encoder.positional_embedding, encoder.proj):
+        assert tensor.std().item() == pytest.approx(width**-0.5, rel=0.2)
+
+
+# ----------------------------------------------------------------------------- clip/vitdet.py
+
+
+def test_vitdet_defaults_are_clips_vit_b16_at_224():
+    encoder = CLIPViTDet()
+    blocks = encoder.transformer.resblocks
+    assert encoder.conv1.kernel_size == (16, 16) and encoder.conv1.out_channels == 768
+    assert len(blocks) == 12 and blocks[0].attn.num_heads == 12
+    assert encoder.positional_embedding.shape == (14 * 14 + 1, 768)
+    assert encoder.proj.shape == (768, 512) and encoder.embed_dim == 512
+    assert encoder.use_act_checkpoint is False
+
+
+def test_a_windowed_attention_block_is_clips_global_block_unless_given_a_window():
+    torch.manual_seed(0)
+    block = WindowedAttentionBlock(16, 2).train()  # no stochastic depth either
+    reference = openai_clip.ResidualAttentionBlock(16, 2)
+    reference.load_state_dict(block.state_dict())
+    x = torch.randn(2, 1 + 3 * 4, 16)
+    expected = reference(x.transpose(0, 1)).transpose(0, 1)
+    torch.testing.assert_close(block(x, (3, 4)), expected)
+
+
+@pytest.mark.parametrize("window_size, accepted", [(0, False), (1, True)])
+def test_vitdet_windows_of_one_patch_or_more(window_size, accepted):
+    arguments = dict(input_resolution=32, width=16, layers=2, heads=2, output_dim=8)
+    if not accepted:
+        with pytest.raises(ValueError, match="window_size must be positive"):
+            CLIPViTDet(**arguments, window_size=window_size, window_block_indexes=[0])
+        return
+    encoder = CLIPViTDet(**arguments, window_size=window_size, window_block_indexes=[0])
+    assert [block.window_size for block in encoder.transformer.resblocks] == [1, 0]
+
+
+def test_vitdet_drop_path_rates_grow_linearly_from_zero():
+    encoder = CLIPViTDet(
+        32, width=16, layers=3, heads=2, output_dim=8, window_block_indexes=(), drop_path_rate=0.2
+    )
+    blocks = encoder.transformer.resblocks
+    assert isinstance(blocks[0].drop_path, nn.Identity)
+    assert [block.drop_path.p for block in blocks[1:]] == pytest.approx([0.1, 0.2])

@@ -8,8 +8,7 @@ mutated module is written into a scratch copy of the package, and the test files
 module run against it in a child forked from a process that has already imported torch, detectron2
 and pytest (so a mutant costs its tests, not the imports). A mutant is *killed* when the tests fail,
 *survives* when they pass, and *times out* after three times the unmutated run plus 10 s. Each
-module's results go to ``<out>/<module>.json``; docs/development.md ("Mutation testing") has the
-measurement and the survivors.
+module's results go to ``<out>/<module>.json``; docs/mutation_testing.md has the measurement.
 
 Only one child runs at a time. This is a measurement for developers, not part of ``make test``::
 
@@ -30,37 +29,131 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_DIR = os.path.join(REPO_ROOT, "projects", "DenseCLIP", "denseclip")
 
-_BOX_TARGET_TESTS = [
-    f"tests/test_detection.py::test_{name}"
-    for name in (
-        "targets_truncate_box_coordinates_divided_by_4",
-        "targets_clamp_to_the_last_cell_which_stays_uncovered",
-        "targets_put_each_box_in_its_class_channel_without_double_counting",
-        "mask_is_the_union_of_all_boxes_whatever_their_class",
-        "image_without_boxes_has_empty_targets",
-        "targets_match_the_official_loop_on_random_boxes",
-        "loss_averages_bce_over_covered_pixels_and_all_classes",
-        "loss_ignores_pixels_outside_the_boxes",
-        "loss_is_one_mean_over_the_batch_not_a_mean_of_image_means",
-        "loss_upsamples_the_score_map_bilinearly_to_stride_4",
-        "loss_without_any_box_is_zero_and_differentiable",
-        "aux_loss_weight_scales_the_aux_loss_and_zero_removes_it",
-    )
+
+def _test_ids(path, *names):
+    """pytest node ids of the tests ``names`` (without their ``test_`` prefix) of ``path``."""
+    return [f"{path}::test_{name}" for name in names]
+
+
+_BOX_TARGET_TESTS = _test_ids(
+    "tests/test_detection.py",
+    "targets_truncate_box_coordinates_divided_by_4",
+    "targets_clamp_to_the_last_cell_which_stays_uncovered",
+    "targets_put_each_box_in_its_class_channel_without_double_counting",
+    "mask_is_the_union_of_all_boxes_whatever_their_class",
+    "image_without_boxes_has_empty_targets",
+    "targets_match_the_official_loop_on_random_boxes",
+    "loss_averages_bce_over_covered_pixels_and_all_classes",
+    "loss_ignores_pixels_outside_the_boxes",
+    "loss_is_one_mean_over_the_batch_not_a_mean_of_image_means",
+    "loss_upsamples_the_score_map_bilinearly_to_stride_4",
+    "loss_without_any_box_is_zero_and_differentiable",
+    "aux_loss_weight_scales_the_aux_loss_and_zero_removes_it",
+)
+_VITDET_TESTS = _test_ids(
+    "tests/test_vit_detection.py",
+    "encoder_is_openai_clip_when_windows_cover_the_grid",
+    "positional_embedding_is_resized_bicubically_to_the_image_grid",
+    "encoder_declares_one_stride_16_map_and_its_embeddings",
+    "default_windows_are_vitdet_vit_b",
+    "window_blocks_must_exist",
+    "window_partition_pads_and_unpartition_restores_a_grid_of_any_size",
+    "padding_mask_marks_the_cells_that_hold_a_patch",
+    "window_attention_is_attention_within_windows_plus_the_class_token",
+    "windowed_block_mixes_windows_only_through_the_class_token",
+    "activation_checkpointing_recomputes_blocks_and_keeps_the_gradients",
+    "windowed_attention_flops_are_counted_window_by_window",
+    "score_channels_join_the_stride_16_map_before_the_simple_feature_pyramid",
+    "aux_loss_gradient_reaches_the_contexts_from_the_stride_16_score_map",
+    "tiny_detectors_take_images_of_any_size_without_config_edits",
+    "openai_vit_weights_load_into_every_image_encoder_tensor",
+    "layer_wise_decay_follows_the_depth_of_the_clip_vit",
+    "coco_vit_model_is_vitdet_b_over_the_clip_vit",
+)
+_CLIP_TEXT_TESTS = [
+    *_test_ids(
+        "tests/test_clip_encoders.py",
+        "text_encoder_has_openai_text_parameters_with_truncated_positions",
+        "text_encode_plain_equals_openai_encode_text",
+        "text_features_with_contexts_equal_hand_built_sequence_read_at_eot_plus_n",
+        "text_features_ignore_tokens_after_eot_but_depend_on_class_tokens",
+        "text_encoder_runs_each_image_contexts_separately",
+        "text_encoder_rejects_tokens_plus_contexts_not_equal_to_context_length",
+        "text_causal_mask_is_not_saved_in_the_state_dict",
+        "tokenize_class_names_places_sot_bpe_eot_and_zero_padding",
+        "tokenize_class_names_rejects_a_long_name_and_names_it",
+        "tokenize_class_names_rejects_an_empty_list",
+        "text_encoder_checkpointing_keeps_the_context_gradients",
+        "text_encoder_checkpointing_recomputes_the_blocks",
+    ),
+    "tests/test_text_prefix.py",
+    *_test_ids(
+        "tests/test_predictor_long_running.py",
+        "tokenizer_remembers_a_bounded_number_of_words",
+        "tokenizer_keeps_its_special_tokens_whatever_it_forgets",
+        "tokenizer_cache_size_is_bounded_by_default",
+    ),
+    "tests/test_detection_data.py::test_coco_names_fit_in_three_bpe_tokens",
+    *_test_ids(
+        "tests/test_official_equivalence.py",
+        "whole_inference_matches_official[resnet-96x128]",
+        "the_text_side_drives_the_compared_logits",
+        "conversion_keeps_the_checkpoints_text_encoder",
+    ),
+    "tests/test_official_detection_training.py",
 ]
-_VITDET_TESTS = [
-    f"tests/test_vit_detection.py::test_{name}"
-    for name in (
-        "encoder_is_openai_clip_when_windows_cover_the_grid",
-        "positional_embedding_is_resized_bicubically_to_the_image_grid",
-        "encoder_declares_one_stride_16_map_and_its_embeddings",
-        "default_windows_are_vitdet_vit_b",
-        "window_blocks_must_exist",
-        "window_partition_pads_and_unpartition_restores_a_grid_of_any_size",
-        "padding_mask_marks_the_cells_that_hold_a_patch",
-        "window_attention_is_attention_within_windows_plus_the_class_token",
-        "windowed_block_mixes_windows_only_through_the_class_token",
-        "activation_checkpointing_recomputes_blocks_and_keeps_the_gradients",
-    )
+_CLIP_RESNET_TESTS = [
+    *_test_ids(
+        "tests/test_clip_encoders.py",
+        "full_size_resnet_outputs_have_stage_and_embedding_shapes",
+        "full_size_resnet_has_openai_parameters_plus_larger_positional_embedding",
+        "resnet_state_dict_names_are_openai_visual_names",
+        "resnet_global_embedding_equals_openai_attention_pool_output",
+        "resnet_dense_embedding_is_multihead_attention_output_at_each_position",
+        "resnet_positional_embedding_is_resized_bilinearly_to_the_feature_map",
+        "resnet_without_attention_pool_returns_only_stage_features",
+        "resnet_checkpointing_keeps_gradients_and_counts_each_batch_once_in_batch_norms",
+        "resnet_checkpointing_recomputes_the_stem_and_the_stages_only_in_training",
+    ),
+    *_test_ids(
+        "tests/test_image_sizes.py",
+        "attention_pool_bounds_its_attention_weights_and_keeps_its_outputs",
+        "attention_pool_takes_one_chunk_at_the_papers_sizes",
+        "crop_mode_crops_a_map_that_fits_exactly_as_the_official_code",
+        "crop_mode_resizes_the_full_grid_bilinearly_for_a_larger_map",
+        "crop_mode_warns_once_per_module_about_a_larger_map",
+        "detections_on_an_image_that_fits_are_those_of_the_official_crop",
+    ),
+    *_test_ids(
+        "tests/test_official_equivalence.py",
+        "whole_inference_matches_official",
+        "slide_inference_matches_official",
+    ),
+    "tests/test_official_detection_training.py",
+    *_test_ids(
+        "tests/test_official_detection_pipeline.py",
+        "retinanet_detections_are_the_official_ones_from_the_image_file",
+        "mask_rcnn_detections_and_masks_are_the_official_ones_from_the_image_file",
+    ),
+]
+_CLIP_VIT_TESTS = [
+    *_test_ids(
+        "tests/test_clip_encoders.py",
+        "full_size_vit_b16_outputs_have_pyramid_and_embedding_shapes",
+        "full_size_vit_b16_has_openai_parameters_plus_pyramid_and_larger_positions",
+        "vit_uses_official_class_token_arithmetic_on_openai_weights",
+        "vit_positional_embedding_is_resized_bilinearly_to_the_patch_grid",
+        "vit_pyramid_levels_have_strides_4_8_16_32",
+        "vit_pyramid_keeps_official_module_names",
+        "vit_rejects_patch_size_other_than_16",
+        "vit_checkpointing_keeps_gradients_with_drop_path",
+    ),
+    *_test_ids(
+        "tests/test_official_equivalence.py",
+        "whole_inference_matches_official",
+        "slide_inference_matches_official",
+        "the_text_side_drives_the_compared_logits[vit]",
+    ),
 ]
 #: module name → (file under the package, the tests that cover it: files or node ids).
 MODULES = {
@@ -111,7 +204,7 @@ MODULES = {
         "meta_arch/semantic_segmentor.py",
         ["tests/test_semantic_segmentor.py", "tests/test_official_equivalence.py"],
     ),
-    "clip_text": ("clip/text.py", ["tests/test_clip_encoders.py", "tests/test_text_prefix.py"]),
+    "clip_text": ("clip/text.py", _CLIP_TEXT_TESTS),
     "clip_transformer": (
         "clip/transformer.py",
         [
@@ -120,8 +213,8 @@ MODULES = {
             "tests/test_export.py::test_traced_clip_attention_equals_multihead_attention",
         ],
     ),
-    "clip_resnet": ("clip/resnet.py", ["tests/test_clip_encoders.py"]),
-    "clip_vit": ("clip/vit.py", ["tests/test_clip_encoders.py"]),
+    "clip_resnet": ("clip/resnet.py", _CLIP_RESNET_TESTS),
+    "clip_vit": ("clip/vit.py", _CLIP_VIT_TESTS),
     "clip_vitdet": ("clip/vitdet.py", _VITDET_TESTS),
 }
 
