@@ -86,6 +86,20 @@ def test_all_ignored_labels_give_zero_loss_and_a_finite_gradient(reduction):
     assert torch.count_nonzero(logits.grad) == 0
 
 
+@pytest.mark.parametrize("gap", [50.0, 90.0, 200.0, 1e4])
+def test_a_label_far_below_the_best_class_costs_the_gap_in_float32(gap):
+    """exp(-gap) is subnormal or 0 in float32 from a gap of about 87 on: the loss is still the
+    gap (log-softmax), not inf or the log of a rounded-off probability."""
+    logits = torch.tensor([0.0, gap, 0.0]).reshape(1, 3, 1, 1).expand(1, 3, 2, 2)
+    logits = logits.contiguous().requires_grad_()
+    loss = semantic_cross_entropy(logits, torch.zeros(1, 2, 2, dtype=torch.long))
+    expected = gap + math.log1p(2 * math.exp(-gap))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    # d loss / d logits = softmax − onehot, split over the 4 pixels
+    torch.testing.assert_close(logits.grad[0, :, 0, 0], torch.tensor([-0.25, 0.25, 0.0]))
+
+
 def test_ignored_pixels_never_index_the_classes():
     """One class, so that any class index but 0 would be out of range: ignored pixels (255)
     take no part in the loss nor in its gradient."""

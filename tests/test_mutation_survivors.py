@@ -423,8 +423,8 @@ def test_text_encoder_runs_no_position_after_the_last_eot(shared_prefix, monkeyp
     if shared_prefix:
         run = encoder.transformer.forward_with_shared_prefix
 
-        def counting(prefix, suffixes):  # B×P×D, B×K×S×D
-            lengths.append(prefix.shape[1] + suffixes.shape[2])
+        def counting(prefix, suffixes):  # B×P×D, groups of B×G×S×D
+            lengths.extend(prefix.shape[1] + group.shape[2] for group in suffixes)
             return run(prefix, suffixes)
 
         monkeypatch.setattr(encoder.transformer, "forward_with_shared_prefix", counting)
@@ -432,7 +432,8 @@ def test_text_encoder_runs_no_position_after_the_last_eot(shared_prefix, monkeyp
         encoder.transformer.register_forward_pre_hook(lambda _, args: lengths.append(len(args[0])))
     with torch.no_grad():
         encoder(tokens, torch.randn(1, 4, 32))
-    assert lengths == [1 + 4 + 3]  # SOT, 4 contexts, the class tokens up to the last EOT
+    # SOT, 4 contexts, the class tokens up to the (last) EOT
+    assert lengths == ([1 + 4 + 2, 1 + 4 + 3] if shared_prefix else [1 + 4 + 3])
 
 
 def test_shared_prefix_encodes_a_single_class_as_the_plain_encoding():

@@ -1,5 +1,6 @@
 """Pixel-level losses shared by the decode head and DenseCLIP's pixel-text auxiliary losses."""
 
+import math
 from typing import Sequence, Tuple
 
 import torch
@@ -35,10 +36,11 @@ class _ResizedCrossEntropySum(torch.autograd.Function):
     (align_corners=False) to the label map, ignored pixels adding 0; its gradient is computed in
     the same pass and kept, so that the full-resolution logits are made once and never saved.
 
-    The gradient is interp* (softmax(resized) − onehot(label)) on valid pixels, interp* being the
-    resize's adjoint. It is computed channels-last (the K scores of a pixel adjacent in memory),
-    where the log-softmax over classes runs about 1.5× faster on CPU than over NCHW's strided
-    channels."""
+    One softmax serves both: the loss is −log of the label's probability (its log-softmax where
+    that probability underflows float), the gradient interp* (softmax(resized) − onehot(label))
+    on valid pixels, interp* being the resize's adjoint. Computed channels-last (the K scores of
+    a pixel adjacent in memory), where the softmax over classes runs about 1.5× faster on CPU
+    than over NCHW's strided channels."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_value: int):
@@ -51,14 +53,20 @@ class _ResizedCrossEntropySum(torch.autograd.Function):
             if leaf.shape[-2:] != size:
                 resized = F.interpolate(leaf, size=size, mode="bilinear", align_corners=False)
         per_pixel = resized.detach().permute(0, 2, 3, 1).reshape(-1, num_classes)
-        log_probs = F.log_softmax(per_pixel, dim=1)
+        probs = F.softmax(per_pixel, dim=1)
         labels = targets.reshape(-1)
         valid = labels != ignore_value
         labels = torch.where(valid, labels, 0)[:, None]
-        picked = log_probs.gather(1, labels).squeeze(1)
-        loss = -torch.where(valid, picked, 0).sum()
+        log_picked = probs.gather(1, labels).squeeze(1).log_()
+        # where the label's probability is subnormal or 0, its log is imprecise: log-softmax
+        underflow = (valid & (log_picked < math.log(torch.finfo(probs.dtype).tiny))).nonzero()
+        if len(underflow):
+            rows = underflow.squeeze(1)
+            exact = F.log_softmax(per_pixel[rows], dim=1).gather(1, labels[rows]).squeeze(1)
+            log_picked[rows] = exact
+        loss = -torch.where(valid, log_picked, 0).sum()
         if ctx.needs_input_grad[0]:
-            grad = log_probs.exp_()  # softmax, in place
+            grad = probs
             grad.scatter_add_(1, labels, -valid.to(grad.dtype)[:, None])
             grad.index_fill_(0, (~valid).nonzero().squeeze(1), 0)
             grad = grad.view(1, *size, num_classes).permute(0, 3, 1, 2)
