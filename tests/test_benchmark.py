@@ -516,13 +516,14 @@ def test_train_profile_of_the_tiny_configs_adds_up_to_the_unhooked_step(tiny_tra
                     part,
                     stage,
                 )
-    # the hooks cost little: a backward's stages add up to within a few percent of the same
-    # backward unhooked (the fastest of several each, robust to a busy machine)
+    # the hooks cost little: a hooked backward (its stages add up to its total, above) takes at
+    # most 10 % more than the same backward unhooked (the fastest of several each, robust to a
+    # busy machine; a hooked run can only come out faster by noise)
     hooked, unhooked = [], []
     for _ in range(5):
         hooked.append(profiled_step(steps["denseclip"])["backward"]["total"])
         unhooked.append(unhooked_step(steps["denseclip"])["backward"])
-    assert abs(min(hooked) - min(unhooked)) <= 0.1 * min(unhooked), (hooked, unhooked)
+    assert min(hooked) <= 1.1 * min(unhooked), (hooked, unhooked)
 
 
 @pytest.mark.usefixtures("single_torch_thread")
