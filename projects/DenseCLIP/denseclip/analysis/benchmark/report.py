@@ -54,12 +54,12 @@ def max_difference(outputs: Dict[str, List[Dict]], name: str) -> Optional[float]
 
 def _device_and_precision(args) -> str:
     """ "cpu, threads: 4, freed host memory kept, fp32", "cuda, bf16 autocast", ..."""
-    threads = ""
+    cpu_settings = ""
     if args.device == "cpu":
         kept = "kept" if args.keep_host_memory else "released"
-        threads = f", threads: {torch.get_num_threads()}, freed host memory {kept}"
+        cpu_settings = f", threads: {torch.get_num_threads()}, freed host memory {kept}"
     precision = "fp32" if args.amp == "none" else args.amp + " autocast"
-    return f"{args.device}{threads}, {precision}"
+    return f"{args.device}{cpu_settings}, {precision}"
 
 
 def _baseline_ratios(ms: Dict[str, float]) -> Dict[str, float]:
